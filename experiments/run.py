@@ -1,0 +1,20 @@
+"""One instrumented training run.
+
+    make run ARGS='dataset=synthetic init=standard activation=tanh model.depth=5'
+    python experiments/run.py init=he_normal activation=relu model.depth=10
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+import initsuite.config  # noqa: F401  (registers the typed schema)
+from initsuite.train import run
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

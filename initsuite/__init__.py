@@ -1,0 +1,7 @@
+"""initsuite: which weight initialization lets this network train, and why — measured.
+
+See README.md. Importing the package is cheap: TensorFlow is imported only by the
+modules that train (train, instrument, probes, models, data).
+"""
+
+__version__ = "0.1.0"

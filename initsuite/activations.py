@@ -1,0 +1,145 @@
+"""The activation registry: each entry has a TensorFlow/Keras form for models, a NumPy
+form and derivative for theory, and a saturation / dead-unit rule for the probes.
+
+Saturation rule (one definition for every activation, so the numbers compare):
+a unit is *saturated* when its local slope |f'(s)| is below 5 % of the activation's
+peak slope. For tanh that is |z| > 0.975, for sigmoid z < 0.013 or z > 0.987, for
+ReLU s < 0 (a dead unit: no gradient passes), for ELU/SELU s < -3; leaky ReLU
+(slope 0.2 below 0) and linear never saturate. Glorot & Bengio (2010, Fig. 2-3)
+watch exactly this: units whose gradient has all but vanished.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from initsuite.registry import Registry
+
+SATURATION_SLOPE_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    name: str
+    numpy_fn: Callable[[np.ndarray, Optional[float]], np.ndarray]  # (x, alpha) -> f(x), float64
+    keras_fn: Callable[[Optional[float]], Callable]  # alpha -> elementwise tensor function
+    doc: str
+    default_alpha: Optional[float] = None
+
+    def numpy(self, x, alpha: Optional[float] = None) -> np.ndarray:
+        return self.numpy_fn(np.asarray(x, dtype=np.float64), self._alpha(alpha))
+
+    def derivative(self, x, alpha: Optional[float] = None) -> np.ndarray:
+        """f'(x) by a central difference in float64 (exact enough for quadrature)."""
+        x = np.asarray(x, dtype=np.float64)
+        h = 1e-5
+        return (self.numpy(x + h, alpha) - self.numpy(x - h, alpha)) / (2 * h)
+
+    def tensor_fn(self, alpha: Optional[float] = None) -> Callable:
+        """The elementwise function used inside models (keras.layers.Activation accepts it)."""
+        return self.keras_fn(self._alpha(alpha))
+
+    def _alpha(self, alpha):
+        return self.default_alpha if alpha is None else alpha
+
+    def peak_slope(self, alpha: Optional[float] = None) -> float:
+        grid = np.linspace(-10, 10, 20001)
+        return float(np.max(np.abs(self.derivative(grid, alpha))))
+
+    def slope_at_zero(self, alpha: Optional[float] = None) -> float:
+        return float(self.derivative(np.array([0.0]), alpha)[0])
+
+    def saturation_threshold(self, alpha: Optional[float] = None) -> float:
+        """Slope below which a unit counts as saturated (5 % of the peak slope)."""
+        return SATURATION_SLOPE_FRACTION * self.peak_slope(alpha)
+
+
+ACTIVATIONS: Registry[ActivationSpec] = Registry("activation")
+
+
+def _ops():
+    import keras
+
+    return keras.ops
+
+
+def _sigmoid_np(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
+
+
+_SELU_ALPHA = 1.6732632423543772
+_SELU_SCALE = 1.0507009873554805
+
+
+def _erf_np(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+_SPECS = [
+    ActivationSpec(
+        "tanh", lambda x, a: np.tanh(x), lambda a: lambda x: _ops().tanh(x),
+        "tanh(s); f'(0) = 1, symmetric around 0 (Glorot & Bengio 2010).",
+    ),
+    ActivationSpec(
+        "sigmoid", lambda x, a: _sigmoid_np(x), lambda a: lambda x: _ops().sigmoid(x),
+        "1 / (1 + e^-s); f'(0) = 1/4, mean 1/2: the top layer saturates at 0 (Glorot & Bengio 2010, Fig. 2).",
+    ),
+    ActivationSpec(
+        "softsign", lambda x, a: x / (1.0 + np.abs(x)), lambda a: lambda x: _ops().softsign(x),
+        "s / (1 + |s|); polynomial tails, saturates more gently than tanh (Glorot & Bengio 2010).",
+    ),
+    ActivationSpec(
+        "relu", lambda x, a: np.maximum(x, 0.0), lambda a: lambda x: _ops().relu(x),
+        "max(0, s); a unit with s < 0 is dead for that input (no gradient). Pairs with He init.",
+    ),
+    ActivationSpec(
+        "leaky_relu", lambda x, a: np.where(x >= 0, x, a * x),
+        lambda a: lambda x: _ops().leaky_relu(x, negative_slope=a),
+        "s if s >= 0 else alpha s (Maas et al. 2013); alpha defaults to Keras' 0.2.", default_alpha=0.2,
+    ),
+    ActivationSpec(
+        "elu", lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0.0))),
+        lambda a: lambda x: _ops().elu(x, alpha=a),
+        "s if s > 0 else alpha (e^s - 1) (Clevert et al. 2015); alpha = 1.", default_alpha=1.0,
+    ),
+    ActivationSpec(
+        "selu",
+        lambda x, a: _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
+        lambda a: lambda x: _ops().selu(x),
+        "scale * elu(s, alpha) with scale 1.0507, alpha 1.6733 (Klambauer et al. 2017); "
+        "self-normalising with lecun_normal.",
+    ),
+    ActivationSpec(
+        "gelu", lambda x, a: 0.5 * x * (1.0 + _erf_np(x / math.sqrt(2.0))),
+        lambda a: lambda x: _ops().gelu(x, approximate=False),
+        "s Phi(s), the exact (erf) form (Hendrycks & Gimpel 2016).",
+    ),
+    ActivationSpec(
+        "swish", lambda x, a: x * _sigmoid_np(x), lambda a: lambda x: _ops().silu(x),
+        "s sigmoid(s), also called SiLU (Ramachandran et al. 2017).",
+    ),
+    ActivationSpec(
+        "linear", lambda x, a: x, lambda a: lambda x: x,
+        "f(s) = s; never saturates. The regime Glorot & Bengio's variance analysis assumes.",
+    ),
+]
+for _spec in _SPECS:
+    ACTIVATIONS.add(_spec.name, _spec)
+
+
+def get(name: str) -> ActivationSpec:
+    """The registry entry for ``name``; an unknown name raises an error listing the valid ones."""
+    return ACTIVATIONS.get(name)
+
+
+def names() -> list[str]:
+    return ACTIVATIONS.names()
+
+
+def from_config(cfg: Any) -> tuple[ActivationSpec, Optional[float]]:
+    spec = get(cfg.name)
+    return spec, getattr(cfg, "alpha", None)

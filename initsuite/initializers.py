@@ -1,0 +1,257 @@
+"""The initializer registry: name -> Keras initializer, each with its variance formula.
+
+Every entry knows two things:
+
+* ``make(cfg, seed)`` builds a Keras initializer for one layer. Each layer gets
+  its own integer seed (see :func:`layer_seed`): a Keras initializer with a
+  fixed seed returns the *same* values on every call, so one shared object would
+  give same-shaped layers identical weights.
+* ``variance(fan_in, fan_out, cfg)`` is the closed-form variance of the weights
+  it draws. Tests check it against the empirical variance; the theory module
+  uses it as the *realised* sigma_w^2 = fan_in * Var[W].
+
+Fans follow Keras: a dense kernel (n_in, n_out) has fan_in = n_in and
+fan_out = n_out; a conv kernel with receptive field rf = prod(shape[:-2]) has
+fan_in = shape[-2] * rf and fan_out = shape[-1] * rf.
+
+``cfg.gain`` multiplies the standard deviation of every random initializer
+(variance x gain^2); it is 1 unless a config says otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from initsuite.registry import Registry
+
+# Var of N(0, 1) truncated to [-2, 2]: 1 - 4 phi(2) / (Phi(2) - Phi(-2)) ~= 0.7737.
+# Keras' TruncatedNormal redraws beyond 2 stddev and does NOT correct for it.
+_PHI2 = math.exp(-2.0) / math.sqrt(2.0 * math.pi)
+TRUNCATED_VARIANCE_FACTOR = 1.0 - 4.0 * _PHI2 / math.erf(2.0 / math.sqrt(2.0))
+
+
+def compute_fans(shape: Sequence[int]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a kernel shape, exactly as Keras computes them."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    rf = math.prod(shape[:-2])
+    return shape[-2] * rf, shape[-1] * rf
+
+
+def layer_seed(seed: int, layer_key: str | int) -> int:
+    """A distinct, reproducible 31-bit seed per (run seed, layer)."""
+    digest = hashlib.sha256(f"{seed}/{layer_key}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    name: str
+    make: Callable[[Any, int], Any]  # (InitConfig, seed) -> keras Initializer
+    variance: Callable[[int, int, Any], float]  # (fan_in, fan_out, InitConfig) -> Var[W]
+    mean: Callable[[Any], float]
+    doc: str
+    random: bool = True  # False for constant initializers (failure tests)
+
+
+INITIALIZERS: Registry[InitSpec] = Registry("initializer")
+
+
+def _gain(cfg: Any) -> float:
+    return float(getattr(cfg, "gain", 1.0) if cfg is not None else 1.0)
+
+
+def _param(cfg: Any, key: str, default: float) -> float:
+    value = getattr(cfg, key, None) if cfg is not None else None
+    return float(default if value is None else value)
+
+
+def _variance_scaling(name: str, scale: float, mode: str, distribution: str, doc: str) -> InitSpec:
+    """Keras VarianceScaling: Var[W] = scale / n with n = fan_in, fan_out or (fan_in+fan_out)/2.
+
+    Keras divides the truncated normal's stddev by 0.8796, so every distribution has
+    exactly that variance.
+    """
+    def make(cfg, seed):
+        import keras
+
+        return keras.initializers.VarianceScaling(
+            scale=scale * _gain(cfg) ** 2, mode=mode, distribution=distribution, seed=seed
+        )
+
+    def variance(fan_in, fan_out, cfg):
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
+        return scale * _gain(cfg) ** 2 / n
+
+    return InitSpec(name, make, variance, lambda cfg: 0.0, doc)
+
+
+def _add(spec: InitSpec) -> None:
+    INITIALIZERS.add(spec.name, spec)
+
+
+_add(_variance_scaling(
+    "glorot_uniform", 1.0, "fan_avg", "uniform",
+    "Glorot & Bengio 2010 'normalized' init: W ~ U[-sqrt(6/(n_in+n_out)), +sqrt(6/(n_in+n_out))], "
+    "Var[W] = 2/(n_in+n_out). Keras' Dense default.",
+))
+_add(_variance_scaling(
+    "glorot_normal", 1.0, "fan_avg", "truncated_normal",
+    "Glorot & Bengio 2010, normal form: truncated normal (2 sd) rescaled so Var[W] = 2/(n_in+n_out).",
+))
+_add(_variance_scaling(
+    "he_normal", 2.0, "fan_in", "truncated_normal",
+    "He et al. 2015 (arXiv 1502.01852): Var[W] = 2/n_in so that ReLU keeps the forward variance; "
+    "truncated normal rescaled to that variance (Keras).",
+))
+_add(_variance_scaling(
+    "he_uniform", 2.0, "fan_in", "uniform",
+    "He et al. 2015: W ~ U[-sqrt(6/n_in), +sqrt(6/n_in)], Var[W] = 2/n_in.",
+))
+_add(_variance_scaling(
+    "lecun_normal", 1.0, "fan_in", "truncated_normal",
+    "LeCun et al. 1998 'Efficient BackProp': Var[W] = 1/n_in (truncated normal rescaled, Keras). "
+    "The init SELU's self-normalisation assumes.",
+))
+_add(_variance_scaling(
+    "lecun_uniform", 1.0, "fan_in", "uniform",
+    "LeCun et al. 1998: W ~ U[-sqrt(3/n_in), +sqrt(3/n_in)], Var[W] = 1/n_in.",
+))
+_add(_variance_scaling(
+    "standard", 1.0 / 3.0, "fan_in", "uniform",
+    "Glorot & Bengio 2010 'standard' init (their eq. 1): W ~ U[-1/sqrt(n), 1/sqrt(n)] with n = n_in, "
+    "so n Var[W] = 1/3: activations and back-propagated gradients shrink layer by layer.",
+))
+_add(_variance_scaling(
+    "glorot_uniform_sigmoid4", 16.0, "fan_avg", "uniform",
+    "4 x glorot_uniform for sigmoid: W ~ U[-4 sqrt(6/(n_in+n_out)), +4 sqrt(6/(n_in+n_out))], "
+    "Var[W] = 32/(n_in+n_out). From the Theano deep-learning tutorial (code by Glorot, 2010), "
+    "since sigmoid'(0) = 1/4 where tanh'(0) = 1. Not in the paper.",
+))
+
+
+def _orthogonal_make(cfg, seed):
+    import keras
+
+    return keras.initializers.Orthogonal(gain=_gain(cfg), seed=seed)
+
+
+def _orthogonal_variance(fan_in, fan_out, cfg):
+    # Keras flattens to (prod(shape[:-1]), shape[-1]) = (fan_in, fan_out / rf) for convs; the
+    # semi-orthogonal matrix has unit-norm rows or columns, so each entry has variance
+    # gain^2 / max(rows, cols).
+    return _gain(cfg) ** 2 / max(fan_in, fan_out)
+
+
+_add(InitSpec(
+    "orthogonal", _orthogonal_make, _orthogonal_variance, lambda cfg: 0.0,
+    "Saxe et al. 2013 (arXiv 1312.6120): a (semi-)orthogonal matrix from the QR decomposition of a "
+    "Gaussian one, times gain; every singular value is gain, Var[W] = gain^2 / max(rows, cols).",
+))
+
+
+def _random_normal_make(cfg, seed):
+    import keras
+
+    return keras.initializers.RandomNormal(
+        mean=_param(cfg, "mean", 0.0), stddev=_param(cfg, "stddev", 0.05) * _gain(cfg), seed=seed
+    )
+
+
+_add(InitSpec(
+    "random_normal", _random_normal_make,
+    lambda fi, fo, cfg: (_param(cfg, "stddev", 0.05) * _gain(cfg)) ** 2,
+    lambda cfg: _param(cfg, "mean", 0.0),
+    "W ~ N(mean, stddev^2), the same for every layer whatever its fan; Keras default stddev 0.05.",
+))
+
+
+def _truncated_normal_make(cfg, seed):
+    import keras
+
+    return keras.initializers.TruncatedNormal(
+        mean=_param(cfg, "mean", 0.0), stddev=_param(cfg, "stddev", 0.05) * _gain(cfg), seed=seed
+    )
+
+
+_add(InitSpec(
+    "truncated_normal", _truncated_normal_make,
+    lambda fi, fo, cfg: (_param(cfg, "stddev", 0.05) * _gain(cfg)) ** 2 * TRUNCATED_VARIANCE_FACTOR,
+    lambda cfg: _param(cfg, "mean", 0.0),
+    "W ~ N(mean, stddev^2) with draws beyond 2 stddev redrawn, no variance correction: "
+    "Var[W] = 0.7737 stddev^2 whatever the fan (Keras TruncatedNormal). Keras' default stddev is "
+    "0.05, the classic TF 'Deep MNIST' tutorial used 0.1 (biases 0.1), TF1's "
+    "tf.truncated_normal_initializer() 1.0.",
+))
+
+
+def _random_uniform_make(cfg, seed):
+    import keras
+
+    g = _gain(cfg)
+    return keras.initializers.RandomUniform(
+        minval=_param(cfg, "minval", -0.05) * g, maxval=_param(cfg, "maxval", 0.05) * g, seed=seed
+    )
+
+
+_add(InitSpec(
+    "random_uniform", _random_uniform_make,
+    lambda fi, fo, cfg: ((_param(cfg, "maxval", 0.05) - _param(cfg, "minval", -0.05)) * _gain(cfg)) ** 2 / 12.0,
+    lambda cfg: (_param(cfg, "maxval", 0.05) + _param(cfg, "minval", -0.05)) * _gain(cfg) / 2.0,
+    "W ~ U[minval, maxval], Var[W] = (maxval - minval)^2 / 12; Keras default [-0.05, 0.05].",
+))
+
+
+def _constant_make(cfg, seed):
+    import keras
+
+    return keras.initializers.Constant(_param(cfg, "value", 0.0))
+
+
+_add(InitSpec(
+    "constant", _constant_make, lambda fi, fo, cfg: 0.0, lambda cfg: _param(cfg, "value", 0.0),
+    "Every weight equals `value` (Var[W] = 0). For failure tests: Constant(1e5) in a deep ReLU net "
+    "overflows in the first forward pass (as in Keras' terminate_on_nan test).",
+    random=False,
+))
+_add(InitSpec(
+    "zeros", lambda cfg, seed: __import__("keras").initializers.Zeros(),
+    lambda fi, fo, cfg: 0.0, lambda cfg: 0.0,
+    "Every weight 0: hidden units stay symmetric and no gradient reaches the lower layers.",
+    random=False,
+))
+
+
+def get(name: str) -> InitSpec:
+    """The registry entry for ``name``; an unknown name raises an error listing the valid ones."""
+    return INITIALIZERS.get(name)
+
+
+def names() -> list[str]:
+    return INITIALIZERS.names()
+
+
+def kernel_initializer(cfg: Any, seed: int, layer_key: str | int):
+    """The Keras initializer for one layer's kernel (its own seed)."""
+    return get(cfg.name).make(cfg, layer_seed(seed, layer_key))
+
+
+def bias_initializer(cfg: Any):
+    """Biases start at ``cfg.bias`` (0 unless a preset says otherwise, e.g. the TF tutorial's 0.1)."""
+    import keras
+
+    value = _param(cfg, "bias", 0.0)
+    return keras.initializers.Zeros() if value == 0.0 else keras.initializers.Constant(value)
+
+
+def label(cfg: Any) -> str:
+    """The initializer's name in tables and legends: the preset label, else the registry key."""
+    return getattr(cfg, "label", None) or cfg.name

@@ -1,0 +1,138 @@
+"""MLP and CNN builders, and the description of where each is measured.
+
+Kernel layers and their activations are separate layers (``dense_00`` then
+``act_00``), so the probes can read both the pre-activation s = zW + b and the
+activation z = f(s), and take the back-propagated gradient dC/ds at the kernel
+layer's output, as Glorot & Bengio (2010) do. Layer names sort in depth order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional, Sequence
+
+from initsuite import activations, initializers
+from initsuite.registry import Registry
+
+
+@dataclass
+class ProbePoint:
+    """One measured layer.
+
+    ``kernel_layer`` owns the weights; ``pre_layer``'s output is the pre-activation s
+    (and where the back-propagated gradient dC/ds is read); ``act_layer``'s output is
+    the activation z. For a layer with a fused activation (custom models) there is no
+    ``pre_layer``: its output is the activation and the gradient is read there.
+    """
+
+    name: str
+    kernel_layer: Any
+    pre_layer: Any = None
+    act_layer: Any = None
+
+    @property
+    def grad_layer(self):
+        return self.pre_layer if self.pre_layer is not None else self.act_layer
+
+
+@dataclass
+class BuiltModel:
+    model: Any  # keras.Model
+    points: List[ProbePoint]
+    activation_fn: Optional[Callable] = None  # the elementwise f used between layers (saturation rule)
+    saturation_threshold: Optional[float] = None
+    reinitialized: List[str] = field(default_factory=list)  # kernel layers the suite initialized
+
+
+MODELS: Registry[Callable[..., BuiltModel]] = Registry("model")
+
+
+def _layer_kwargs(cfg, index_key: str):
+    return dict(
+        kernel_initializer=initializers.kernel_initializer(cfg.init, cfg.seed, index_key),
+        bias_initializer=initializers.bias_initializer(cfg.init),
+    )
+
+
+def _activation_layer(cfg, name: str):
+    import keras
+
+    spec, alpha = activations.from_config(cfg.activation)
+    return keras.layers.Activation(spec.tensor_fn(alpha), name=name)
+
+
+@MODELS.register("mlp")
+def build_mlp(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
+    """Input -> flatten -> depth x [Dense(width) -> f] -> Dense(num_classes) logits.
+
+    The paper's nets: 1 to 5 hidden layers of 1000 units, softmax output.
+    """
+    import keras
+
+    depth, width = int(cfg.model.depth), int(cfg.model.width)
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    h = keras.layers.Flatten(name="flatten")(inputs)
+    points = []
+    for i in range(depth):
+        dense = keras.layers.Dense(width, name=f"dense_{i:02d}", **_layer_kwargs(cfg, f"dense_{i:02d}"))
+        act = _activation_layer(cfg, f"act_{i:02d}")
+        h = act(dense(h))
+        points.append(ProbePoint(dense.name, dense, dense, act))
+    logits = keras.layers.Dense(num_classes, name="logits", **_layer_kwargs(cfg, "logits"))
+    out = logits(h)
+    points.append(ProbePoint("logits", logits, logits, None))
+    model = keras.Model(inputs, out, name=f"mlp_{depth}x{width}")
+    return _finish(cfg, model, points)
+
+
+@MODELS.register("cnn")
+def build_cnn(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
+    """depth x [Conv2D(width, 3x3, same) -> f], a 2x2 max-pool after every ``pool_every``-th
+    conv while the feature map is larger than 1 px, then flatten -> [Dense(head_width) -> f]
+    -> Dense(num_classes) logits. Width is kept constant so depth is the only axis that moves.
+    """
+    import keras
+
+    depth, width = int(cfg.model.depth), int(cfg.model.width)
+    pool_every = max(int(cfg.model.pool_every), 0)
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    h = inputs
+    size = min(int(input_shape[0]), int(input_shape[1]))
+    points = []
+    for i in range(depth):
+        conv = keras.layers.Conv2D(
+            width, 3, padding="same", name=f"conv_{i:02d}", **_layer_kwargs(cfg, f"conv_{i:02d}")
+        )
+        act = _activation_layer(cfg, f"act_{i:02d}")
+        h = act(conv(h))
+        points.append(ProbePoint(conv.name, conv, conv, act))
+        if pool_every and (i + 1) % pool_every == 0 and size >= 2:
+            h = keras.layers.MaxPooling2D(2, name=f"pool_{i:02d}")(h)
+            size //= 2
+    h = keras.layers.Flatten(name="flatten")(h)
+    if int(cfg.model.head_width) > 0:
+        dense = keras.layers.Dense(int(cfg.model.head_width), name="dense_00", **_layer_kwargs(cfg, "dense_00"))
+        act = _activation_layer(cfg, "act_head")
+        h = act(dense(h))
+        points.append(ProbePoint(dense.name, dense, dense, act))
+    logits = keras.layers.Dense(num_classes, name="logits", **_layer_kwargs(cfg, "logits"))
+    out = logits(h)
+    points.append(ProbePoint("logits", logits, logits, None))
+    model = keras.Model(inputs, out, name=f"cnn_{depth}x{width}")
+    return _finish(cfg, model, points)
+
+
+def _finish(cfg, model, points) -> BuiltModel:
+    spec, alpha = activations.from_config(cfg.activation)
+    return BuiltModel(
+        model=model,
+        points=points,
+        activation_fn=spec.tensor_fn(alpha),
+        saturation_threshold=spec.saturation_threshold(alpha),
+        reinitialized=[p.name for p in points],
+    )
+
+
+def build(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
+    """Build ``cfg.model.name`` for the data's input shape; unknown names list the valid ones."""
+    return MODELS.get(cfg.model.name)(cfg, input_shape, num_classes)

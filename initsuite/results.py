@@ -1,0 +1,171 @@
+"""Run folders: identity, status, atomic writes of config and tables.
+
+A run folder holds ``config.yaml`` (resolved), ``status.json`` (``running`` ->
+``done`` | ``diverged`` | ``failed``) and parquet tables in the long formats of
+the design: ``layer_stats``, ``metrics``, ``histograms``, ``events``. Every file
+is written to a temporary name and renamed into place, so a run killed at any
+moment leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pandas as pd
+import yaml
+
+STATUSES = ("running", "done", "diverged", "failed")
+FINISHED = ("done", "diverged")  # a relaunched sweep skips these
+
+# Keys that change where or how loudly a run reports, not what it computes.
+_ID_EXCLUDED = {"paths", "force", "experiment", "extra"}
+_ID_EXCLUDED_TRAIN = {"progress", "threads", "nonfinite_check_every"}
+
+LAYER_STATS_COLUMNS = ["run_id", "step", "epoch", "layer", "layer_index", "tensor", "stat", "value"]
+METRICS_COLUMNS = ["run_id", "step", "epoch", "split", "metric", "value"]
+HISTOGRAM_COLUMNS = ["run_id", "step", "epoch", "layer", "layer_index", "tensor", "bin", "left", "right", "count"]
+EVENTS_COLUMNS = ["run_id", "step", "epoch", "phase", "layer", "layer_index", "tensor", "kind", "detail"]
+TABLE_COLUMNS = {
+    "layer_stats": LAYER_STATS_COLUMNS,
+    "metrics": METRICS_COLUMNS,
+    "histograms": HISTOGRAM_COLUMNS,
+    "events": EVENTS_COLUMNS,
+}
+
+
+def identity_dict(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The part of a resolved config that decides what a run computes."""
+    d = {k: v for k, v in cfg.items() if k not in _ID_EXCLUDED}
+    if isinstance(d.get("train"), dict):
+        d["train"] = {k: v for k, v in d["train"].items() if k not in _ID_EXCLUDED_TRAIN}
+    return d
+
+
+def run_id(cfg: Dict[str, Any]) -> str:
+    """A 12-hex-digit hash of the resolved config, output paths excluded: the same
+    experiment always gets the same id, so a relaunched sweep finds finished runs."""
+    blob = json.dumps(identity_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return True
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_table(path: Path, df: pd.DataFrame) -> None:
+    """Parquet via a temporary file + rename (pyarrow engine)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False, engine="pyarrow")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+
+
+class RunDir:
+    """One run's folder and the files in it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    def table_path(self, name: str) -> Path:
+        return self.path / f"{name}.parquet"
+
+    def read_status(self) -> Optional[Dict[str, Any]]:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def write_status(self, status: str, **fields: Any) -> Dict[str, Any]:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        data = dict(self.read_status() or {})
+        data.update(fields)
+        data["status"] = status
+        data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        atomic_write_text(self.status_path, json.dumps(data, indent=2, default=_json_default) + "\n")
+        return data
+
+    def write_config(self, cfg: Dict[str, Any]) -> None:
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+
+    def read_config(self) -> Dict[str, Any]:
+        return yaml.safe_load((self.path / "config.yaml").read_text())
+
+    def write_table(self, name: str, df: pd.DataFrame) -> Path:
+        columns = TABLE_COLUMNS.get(name)
+        if columns is not None:
+            missing = [c for c in columns if c not in df.columns]
+            if missing:
+                raise ValueError(f"table {name} lacks columns {missing}")
+        path = self.table_path(name)
+        atomic_write_table(path, df)
+        return path
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        return pd.read_parquet(self.table_path(name))
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(o)
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in TABLE_COLUMNS[name]})
+
+
+def _dtype(column: str) -> str:
+    if column in ("step", "layer_index", "bin", "count"):
+        return "int64"
+    if column in ("epoch", "value", "left", "right"):
+        return "float64"
+    return "object"

@@ -1,0 +1,383 @@
+"""One instrumented training run: ``run(cfg) -> RunResult``.
+
+Data flow: config -> data, model (with the chosen initializer and activation),
+probes -> a ``tf.GradientTape`` training loop inside ``tf.function`` -> the run
+folder's tables. The loop measures the fixed probe batch at step 0 (before any
+update), every ``probes.every`` steps and at the last step; it checks every
+training step for NaN/Inf at the cost of one pass over the activations, and
+records the first non-finite value's step, layer and phase as data.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from initsuite import activations, initializers, models
+from initsuite.results import FINISHED, RunDir, empty_table, run_id
+
+EVAL_BATCH = 1000
+
+
+class ConfigError(ValueError):
+    """A config value that composes but cannot be run; the message names the key."""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    path: Path
+    status: str
+    layer_stats: pd.DataFrame
+    metrics: pd.DataFrame
+    histograms: pd.DataFrame
+    events: pd.DataFrame
+    info: Dict[str, Any]
+    skipped: bool = False
+
+
+def as_container(cfg) -> Dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    return dict(cfg)
+
+
+def validate(cfg) -> None:
+    """Fail before any work on names the registries do not know (their errors list the valid ones)."""
+    initializers.get(cfg.init.name)
+    activations.get(cfg.activation.name)
+    if cfg.model.name not in models.MODELS and cfg.model.name != "custom":
+        models.MODELS.get(cfg.model.name)
+    from initsuite.optim import OPTIMIZERS
+
+    OPTIMIZERS.get(cfg.optimizer.name)
+    for key in ("depth", "width"):
+        if int(cfg.model[key]) < (0 if key == "depth" else 1):
+            raise ConfigError(f"model.{key} must be positive, got {cfg.model[key]}")
+    if int(cfg.train.batch_size) < 1:
+        raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
+    if int(cfg.probes.every) < 1:
+        raise ConfigError(f"probes.every must be >= 1, got {cfg.probes.every}")
+
+
+def run_dir_for(cfg) -> RunDir:
+    return RunDir(Path(cfg.paths.runs).expanduser().resolve() / run_id(as_container(cfg)))
+
+
+def run(cfg) -> RunResult:
+    """Train one configured run and write its folder. A run whose folder already says
+    ``done`` or ``diverged`` is not redone unless ``force=true``."""
+    validate(cfg)
+    container = as_container(cfg)
+    rid = run_id(container)
+    rdir = RunDir(Path(cfg.paths.runs).expanduser().resolve() / rid)
+    prior = rdir.read_status()
+    if prior and prior.get("status") in FINISHED and not cfg.get("force", False):
+        _log(f"[initsuite] run {rid} is already {prior['status']}: {rdir.path} (force=true reruns it)")
+        return load_result(rdir, skipped=True)
+
+    rdir.path.mkdir(parents=True, exist_ok=True)
+    for name in ("layer_stats", "metrics", "histograms", "events"):
+        # A rerun must never mix with the tables of an earlier attempt.
+        rdir.table_path(name).unlink(missing_ok=True)
+    rdir.write_config(container)
+    started = time.time()
+    rdir.write_status("running", run_id=rid, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      pid=os.getpid(), host=os.uname().nodename, error=None)
+    try:
+        trainer = Trainer(cfg, rid, rdir)
+        info = trainer.fit()
+    except BaseException as exc:  # recorded, then raised: the caller decides whether to go on
+        rdir.write_status("failed", wall_s=time.time() - started, error=f"{type(exc).__name__}: {exc}",
+                          traceback=traceback.format_exc())
+        raise
+    info["wall_s"] = time.time() - started
+    rdir.write_status(info.pop("status"), **info)
+    result = load_result(rdir)
+    print_summary(result)
+    return result
+
+
+def load_result(rdir: RunDir, skipped: bool = False) -> RunResult:
+    tables = {}
+    for name in ("layer_stats", "metrics", "histograms", "events"):
+        path = rdir.table_path(name)
+        tables[name] = pd.read_parquet(path) if path.exists() else empty_table(name)
+    info = rdir.read_status() or {}
+    return RunResult(info.get("run_id", rdir.path.name), rdir.path, info.get("status", "unknown"),
+                     tables["layer_stats"], tables["metrics"], tables["histograms"], tables["events"],
+                     info, skipped)
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def configure_tensorflow(threads: int) -> None:
+    """Thread counts must be set before TensorFlow starts its runtime; later calls are ignored."""
+    import tensorflow as tf
+
+    if threads and threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+        except RuntimeError:
+            pass
+    try:
+        # Same config + seed -> identical statistics on CPU.
+        tf.config.experimental.enable_op_determinism()
+    except Exception:  # pragma: no cover - older TF
+        pass
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass
+
+
+class Trainer:
+    def __init__(self, cfg, rid: str, rdir: RunDir):
+        import keras
+        import tensorflow as tf
+
+        from initsuite import data as data_mod
+        from initsuite.optim import make_optimizer
+
+        self.cfg, self.rid, self.rdir = cfg, rid, rdir
+        configure_tensorflow(int(cfg.train.threads))
+        keras.backend.clear_session()  # no state leaks between runs of one process
+        keras.utils.set_random_seed(int(cfg.seed))
+        self.tf = tf
+        self.data = data_mod.load(cfg.dataset, seed=int(cfg.seed))
+        self.built = build_model(cfg, self.data.input_shape, self.data.num_classes)
+        self.model = self.built.model
+        self.optimizer = make_optimizer(cfg.optimizer)
+        self.optimizer.build(self.model.trainable_variables)
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+        self.rows: Dict[str, List[dict]] = {"layer_stats": [], "metrics": [], "histograms": [], "events": []}
+        from initsuite.instrument import Instrument
+
+        self.inst = Instrument(self.built, self.loss_fn, self.optimizer, cfg)
+
+    # -- schedule -------------------------------------------------------------------------
+    def _schedule(self):
+        cfg = self.cfg
+        n = len(self.data.x_train)
+        bs = int(cfg.train.batch_size)
+        if n < bs:
+            raise ConfigError(f"train.batch_size={bs} is larger than the training set ({n} examples)")
+        self.steps_per_epoch = n // bs
+        total = self.steps_per_epoch * int(cfg.train.epochs)
+        if cfg.train.max_steps is not None:
+            total = min(total, int(cfg.train.max_steps))
+        self.total_steps = total
+        every = int(cfg.probes.every)
+        probe_steps = set(range(0, total + 1, every)) | {0, total}
+        hist = set()
+        for s in cfg.probes.hist_steps:
+            s = int(s)
+            s = total if s < 0 else s
+            if 0 <= s <= total:
+                hist.add(s)
+        self.hist_steps = hist
+        self.probe_steps = probe_steps | hist if cfg.probes.enabled else set()
+        eval_steps = {0, total} | {e * self.steps_per_epoch for e in range(1, int(cfg.train.epochs) + 1)}
+        if int(cfg.train.eval_every) > 0:
+            eval_steps |= set(range(0, total + 1, int(cfg.train.eval_every)))
+        self.eval_steps = {s for s in eval_steps if s <= total}
+
+    def epoch_of(self, step: int) -> float:
+        return step / self.steps_per_epoch
+
+    # -- data -----------------------------------------------------------------------------
+    def _train_dataset(self):
+        tf = self.tf
+        d = self.data
+        ds = tf.data.Dataset.from_tensor_slices((d.x_train, d.y_train.astype(np.int64)))
+        ds = ds.shuffle(len(d.x_train), seed=int(self.cfg.seed), reshuffle_each_iteration=True)
+        ds = ds.batch(int(self.cfg.train.batch_size), drop_remainder=True)
+        return ds.repeat().prefetch(tf.data.AUTOTUNE)
+
+    def _eval_sets(self):
+        d, k = self.data, int(self.cfg.train.eval_examples)
+        return {
+            "train": (d.x_train[:k], d.y_train[:k]),
+            "valid": (d.x_valid[:k], d.y_valid[:k]),
+            "test": (d.x_test[:k], d.y_test[:k]),
+        }
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self) -> Dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        cfg, tf = self.cfg, self.tf
+        self._schedule()
+        probe_n = min(int(cfg.probes.batch_size), len(self.data.x_test))
+        probe_x = tf.constant(self.data.x_test[:probe_n])
+        probe_y = tf.constant(self.data.y_test[:probe_n].astype(np.int64))
+        eval_sets = self._eval_sets()
+        check_every = max(1, int(cfg.train.nonfinite_check_every))
+        stop_on_nan = bool(cfg.train.stop_on_nonfinite)
+        it = iter(self._train_dataset())
+        status, step, last_loss = "done", 0, float("nan")
+        bar = tqdm(total=self.total_steps, desc=f"run {self.rid}", unit="step", leave=False,
+                   disable=not cfg.train.progress, mininterval=1.0, file=sys.stderr)
+        t0 = time.time()
+        try:
+            while True:
+                measure = step in self.probe_steps
+                if measure:
+                    self._probe(step, probe_x, probe_y)
+                if step in self.eval_steps:
+                    self._evaluate(step, eval_sets)
+                # Reading the in-graph flag syncs with the device, so only now and then
+                # (and right after the first update, where bad inits show up).
+                diverged = self._check_nonfinite(step) if (
+                    measure or step % check_every == 0 or step in (1, self.total_steps)) else False
+                if diverged and stop_on_nan:
+                    status = "diverged"
+                    break
+                if step >= self.total_steps:
+                    break
+                x, y = next(it)
+                loss, ratios = self.inst.train_step(x, y, tf.constant(step, tf.int64), measure)
+                if measure and ratios is not None:
+                    self._record_update_ratios(step, ratios)
+                step += 1
+                bar.update(1)
+                if step % 20 == 0 or step == self.total_steps:
+                    last_loss = float(loss)
+                    bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
+            if status == "done" and self.inst.first_nonfinite() is not None:
+                status = "diverged"  # kept going past a NaN (train.stop_on_nonfinite=false)
+        finally:
+            bar.close()
+        train_s = time.time() - t0
+        self._flush()
+        first = self.inst.first_nonfinite()
+        info: Dict[str, Any] = {
+            "status": status,
+            "steps": step,
+            "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "train_s": train_s,
+            "device": self.device,
+            "layers": [p.name for p in self.built.points],
+            "reinitialized": list(self.built.reinitialized),
+            "first_nonfinite_step": first["step"] if first else None,
+            "first_nonfinite_layer": first["layer"] if first else None,
+            "first_nonfinite_phase": first["phase"] if first else None,
+            "first_nonfinite_tensor": first["tensor"] if first else None,
+        }
+        info.update(self._final_metrics())
+        return info
+
+    # -- measurements ---------------------------------------------------------------------
+    def _probe(self, step: int, x, y) -> None:
+        with_hist = step in self.hist_steps
+        stats, hists = self.inst.probe(x, y, with_hist)
+        epoch = self.epoch_of(step)
+        for (layer, tensor), values in stats.items():
+            li = self.inst.layer_index[layer]
+            for stat, value in values.items():
+                self.rows["layer_stats"].append(dict(
+                    run_id=self.rid, step=step, epoch=epoch, layer=layer, layer_index=li,
+                    tensor=tensor, stat=stat, value=float(value)))
+        for (layer, tensor), (edges, counts) in hists.items():
+            li = self.inst.layer_index[layer]
+            for b, c in enumerate(counts):
+                self.rows["histograms"].append(dict(
+                    run_id=self.rid, step=step, epoch=epoch, layer=layer, layer_index=li, tensor=tensor,
+                    bin=b, left=float(edges[b]), right=float(edges[b + 1]), count=int(c)))
+
+    def _record_update_ratios(self, step: int, ratios) -> None:
+        epoch = self.epoch_of(step)
+        for layer, value in ratios.items():
+            self.rows["layer_stats"].append(dict(
+                run_id=self.rid, step=step, epoch=epoch, layer=layer, layer_index=self.inst.layer_index[layer],
+                tensor="update_ratio", stat="ratio", value=float(value)))
+
+    def _evaluate(self, step: int, eval_sets) -> None:
+        epoch = self.epoch_of(step)
+        for split, (x, y) in eval_sets.items():
+            loss, err = self.inst.evaluate(x, y, EVAL_BATCH)
+            for metric, value in (("loss", loss), ("error", err)):
+                self.rows["metrics"].append(dict(run_id=self.rid, step=step, epoch=epoch, split=split,
+                                                 metric=metric, value=float(value)))
+
+    def _check_nonfinite(self, step: int) -> bool:
+        first = self.inst.first_nonfinite()
+        if first is None:
+            return False
+        if not any(r["kind"] == "first_nonfinite" for r in self.rows["events"]):
+            self.rows["events"].append(dict(
+                run_id=self.rid, step=first["step"], epoch=self.epoch_of(first["step"]), phase=first["phase"],
+                layer=first["layer"], layer_index=first["layer_index"], tensor=first["tensor"],
+                kind="first_nonfinite",
+                detail=f"first NaN/Inf: step {first['step']}, {first['phase']} phase, layer {first['layer']}, "
+                       f"tensor {first['tensor']} (seen by step {step})"))
+        return True
+
+    def _final_metrics(self) -> Dict[str, Any]:
+        out = {}
+        m = pd.DataFrame(self.rows["metrics"])
+        if len(m):
+            last = m[m.step == m.step.max()]
+            for r in last.itertuples():
+                out[f"final_{r.split}_{r.metric}"] = r.value
+        return out
+
+    def _flush(self) -> None:
+        for name, rows in self.rows.items():
+            df = pd.DataFrame(rows) if rows else empty_table(name)
+            self.rdir.write_table(name, df)
+
+
+def build_model(cfg, input_shape, num_classes):
+    if cfg.model.name == "custom":
+        from initsuite import custom
+
+        return custom.build(cfg, input_shape, num_classes)
+    return models.build(cfg, input_shape, num_classes)
+
+
+def print_summary(result: RunResult) -> None:
+    """A short per-layer table at the first and last measured step, then the folder."""
+    ls = result.layer_stats
+    info = result.info
+    lines = [f"[initsuite] run {result.run_id}: {result.status} after {info.get('steps', '?')} steps "
+             f"on {info.get('device', '?')} ({info.get('wall_s', 0):.1f} s)"]
+    if len(ls):
+        want = {("activation", "std"): "act std", ("backprop_grad", "var"): "dC/ds var",
+                ("weight_grad", "var"): "dC/dW var", ("activation", "saturated_frac"): "saturated"}
+        for step in sorted({ls.step.min(), ls.step.max()}):
+            sub = ls[ls.step == step]
+            lines.append(f"  step {step}:")
+            lines.append("    " + f"{'layer':<14}" + "".join(f"{v:>12}" for v in want.values()))
+            for layer, g in sub.sort_values("layer_index").groupby("layer_index", sort=True):
+                name = g.layer.iloc[0]
+                cells = []
+                for (tensor, stat) in want:
+                    v = g[(g.tensor == tensor) & (g.stat == stat)].value
+                    cells.append(f"{v.iloc[0]:>12.3g}" if len(v) else f"{'-':>12}")
+                lines.append("    " + f"{name:<14}" + "".join(cells))
+    for split in ("train", "valid", "test"):
+        if f"final_{split}_error" in info:
+            lines.append(f"  final {split}: loss {info[f'final_{split}_loss']:.4g}, "
+                         f"error {100 * info[f'final_{split}_error']:.2f} %")
+    if info.get("first_nonfinite_step") is not None:
+        lines.append(f"  first NaN/Inf: step {info['first_nonfinite_step']}, phase {info['first_nonfinite_phase']}, "
+                     f"layer {info['first_nonfinite_layer']} ({info['first_nonfinite_tensor']})")
+    lines.append(f"  run folder: {result.path}")
+    _log("\n".join(lines))
