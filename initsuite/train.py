@@ -127,6 +127,7 @@ def configure_tensorflow(threads: int) -> None:
     """Thread counts must be set before TensorFlow starts its runtime; later calls are ignored."""
     import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # each run traces its own tf.functions; the retracing warning is noise
     if threads and threads > 0:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
