@@ -5,11 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev
+EXP ?= default
 ARGS ?=
+SWEEP ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test clean
+.PHONY: help install run sweep collect paper figures report tensorboard bench test clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,6 +26,24 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP) ## one instrumented run: make run ARGS='dataset=synthetic init=standard model.depth=5'
 	$(PY) experiments/run.py $(ARGS)
+
+sweep: $(STAMP) ## the main job: a resumable sweep; make sweep EXP=<preset in conf/experiment/> ARGS='<overrides>'
+	@echo "make sweep: not implemented yet (issue 3)"; exit 1
+
+collect: $(STAMP) ## gather a sweep's run folders into its tables: make collect SWEEP=<folder>
+	@echo "make collect: not implemented yet (issue 3)"; exit 1
+
+paper: $(STAMP) ## reproduce Glorot & Bengio 2010 (figures + Table 1); PAPER_SCALE=full for the paper's schedule
+	@echo "make paper: not implemented yet (issue 4)"; exit 1
+
+figures: $(STAMP) ## redraw a sweep's figures and report from its tables: make figures SWEEP=<folder>
+	@echo "make figures: not implemented yet (issue 4)"; exit 1
+
+tensorboard: $(STAMP) ## write TensorBoard event files from a sweep's tables: make tensorboard SWEEP=<folder>
+	@echo "make tensorboard: not implemented yet (issue 4)"; exit 1
+
+bench: $(STAMP) ## measure the instrumentation's cost against plain Keras (results/bench/)
+	@echo "make bench: not implemented yet (issue 7)"; exit 1
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q $(ARGS)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from initsuite.registry import Registry
 
@@ -60,6 +60,9 @@ class InitSpec:
     mean: Callable[[Any], float]
     doc: str
     random: bool = True  # False for constant initializers (failure tests)
+    # Data-driven inits (e.g. LSUV): called once after the model is built, before step 0,
+    # as post_build(built_model, x_batch, cfg) -> dict of facts to record in status.json.
+    post_build: Optional[Callable[..., dict]] = None
 
 
 INITIALIZERS: Registry[InitSpec] = Registry("initializer")

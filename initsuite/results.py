@@ -39,6 +39,32 @@ TABLE_COLUMNS = {
 }
 
 
+# Config columns every collected table carries (DESIGN.md), from a resolved config dict.
+CONFIG_COLUMNS = ["experiment", "dataset", "model", "depth", "width", "init", "init_name", "activation",
+                  "optimizer", "lr", "batch_size", "epochs", "seed"]
+
+
+def config_columns(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The flat config columns of one run (``init`` is the preset label: one name everywhere)."""
+    init = cfg.get("init", {})
+    model = cfg.get("model", {})
+    return {
+        "experiment": cfg.get("experiment"),
+        "dataset": cfg.get("dataset", {}).get("name"),
+        "model": model.get("name") if model.get("name") != "custom" else (model.get("builder") or "custom"),
+        "depth": model.get("depth"),
+        "width": model.get("width"),
+        "init": init.get("label") or init.get("name"),
+        "init_name": init.get("name"),
+        "activation": cfg.get("activation", {}).get("name"),
+        "optimizer": cfg.get("optimizer", {}).get("name"),
+        "lr": cfg.get("optimizer", {}).get("lr"),
+        "batch_size": cfg.get("train", {}).get("batch_size"),
+        "epochs": cfg.get("train", {}).get("epochs"),
+        "seed": cfg.get("seed"),
+    }
+
+
 def identity_dict(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """The part of a resolved config that decides what a run computes."""
     d = {k: v for k, v in cfg.items() if k not in _ID_EXCLUDED}

@@ -162,6 +162,11 @@ class Trainer:
         self.data = data_mod.load(cfg.dataset, seed=int(cfg.seed))
         self.built = build_model(cfg, self.data.input_shape, self.data.num_classes)
         self.model = self.built.model
+        self.init_info = {}
+        post_build = initializers.get(cfg.init.name).post_build
+        if post_build is not None:  # data-driven init: sees one training batch before step 0
+            n = min(int(cfg.train.batch_size), len(self.data.x_train))
+            self.init_info = post_build(self.built, self.data.x_train[:n], cfg) or {}
         self.optimizer = make_optimizer(cfg.optimizer)
         self.optimizer.build(self.model.trainable_variables)
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -276,6 +281,7 @@ class Trainer:
             "device": self.device,
             "layers": [p.name for p in self.built.points],
             "reinitialized": list(self.built.reinitialized),
+            "init_info": self.init_info,
             "first_nonfinite_step": first["step"] if first else None,
             "first_nonfinite_layer": first["layer"] if first else None,
             "first_nonfinite_phase": first["phase"] if first else None,
