@@ -8,12 +8,12 @@ import hydra
 from omegaconf import DictConfig
 
 import initsuite.config  # noqa: F401  (registers the typed schema)
-from initsuite.train import run
+from initsuite.train import run_cli
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    run_cli(cfg)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,19 @@ def run(cfg) -> RunResult:
     return result
 
 
+def run_cli(cfg) -> RunResult:
+    """``run`` for the command line: a mistake the user can fix (unknown name, bad value,
+    missing or corrupt data) is printed as one clear message and exit status 2, not a traceback."""
+    from initsuite.data import DataError
+    from initsuite.registry import UnknownNameError
+
+    try:
+        return run(cfg)
+    except (ConfigError, DataError, UnknownNameError) as exc:
+        print(f"initsuite: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
 def load_result(rdir: RunDir, skipped: bool = False) -> RunResult:
     tables = {}
     for name in ("layer_stats", "metrics", "histograms", "events"):

@@ -156,3 +156,12 @@ def test_cli_unknown_init_lists_valid_ones(tmp_path):
     assert p.returncode != 0
     assert "xavier_uniform" in p.stderr and "glorot_uniform" in p.stderr
     assert not (tmp_path / "results" / "runs").exists()
+
+
+def test_cli_missing_data_is_one_clear_message(tmp_path):
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    p = _cli("dataset=mnist", "dataset.source=files", f"dataset.path={empty}", cwd=tmp_path)
+    assert p.returncode == 2
+    assert "train-images-idx3-ubyte.gz" in p.stderr and "dataset.path" in p.stderr
+    assert "Traceback" not in p.stderr
