@@ -63,6 +63,16 @@ class InitSpec:
     # Data-driven inits (e.g. LSUV): called once after the model is built, before step 0,
     # as post_build(built_model, x_batch, cfg) -> dict of facts to record in status.json.
     post_build: Optional[Callable[..., dict]] = None
+    # Where the variance depends on more of the shape than its fans (orthogonal: the matrix Keras
+    # orthogonalises is (prod(shape[:-1]), shape[-1])), shape_variance(shape, cfg) gives it.
+    shape_variance: Optional[Callable[[Sequence[int], Any], float]] = None
+
+    def variance_for_shape(self, shape: Sequence[int], cfg: Any) -> float:
+        """Var[W] of a kernel of this shape."""
+        if self.shape_variance is not None:
+            return self.shape_variance(shape, cfg)
+        fan_in, fan_out = compute_fans(shape)
+        return self.variance(fan_in, fan_out, cfg)
 
 
 INITIALIZERS: Registry[InitSpec] = Registry("initializer")
@@ -148,16 +158,23 @@ def _orthogonal_make(cfg, seed):
 
 
 def _orthogonal_variance(fan_in, fan_out, cfg):
-    # Keras flattens to (prod(shape[:-1]), shape[-1]) = (fan_in, fan_out / rf) for convs; the
-    # semi-orthogonal matrix has unit-norm rows or columns, so each entry has variance
-    # gain^2 / max(rows, cols).
+    """Exact for dense kernels (rows = fan_in, cols = fan_out); convs need the shape."""
     return _gain(cfg) ** 2 / max(fan_in, fan_out)
+
+
+def _orthogonal_shape_variance(shape, cfg):
+    # Keras orthogonalises the (prod(shape[:-1]), shape[-1]) matrix, i.e. (fan_in, fan_out / rf) for
+    # a conv; its unit-norm rows or columns give each entry variance gain^2 / max(rows, cols).
+    shape = [int(d) for d in shape]
+    rows, cols = (math.prod(shape[:-1]), shape[-1]) if len(shape) >= 2 else (shape[0], shape[0])
+    return _gain(cfg) ** 2 / max(rows, cols)
 
 
 _add(InitSpec(
     "orthogonal", _orthogonal_make, _orthogonal_variance, lambda cfg: 0.0,
     "Saxe et al. 2013 (arXiv 1312.6120): a (semi-)orthogonal matrix from the QR decomposition of a "
     "Gaussian one, times gain; every singular value is gain, Var[W] = gain^2 / max(rows, cols).",
+    shape_variance=_orthogonal_shape_variance,
 ))
 
 
@@ -258,3 +275,49 @@ def bias_initializer(cfg: Any):
 def label(cfg: Any) -> str:
     """The initializer's name in tables and legends: the preset label, else the registry key."""
     return getattr(cfg, "label", None) or cfg.name
+
+
+# --------------------------------------------------------------------------- finished after the build
+# These draw their kernels like any other entry, then ``post_build`` rescales them once the model
+# and the full config exist (initsuite/lsuv.py); ``variance`` is that of the draw, before rescaling.
+
+
+def _lsuv_post_build(built, x_batch, cfg):
+    from initsuite import lsuv
+
+    return lsuv.lsuv(built, x_batch, cfg)
+
+
+_add(InitSpec(
+    "lsuv", _orthogonal_make, _orthogonal_variance, lambda cfg: 0.0,
+    "Mishkin & Matas 2015 (arXiv 1511.06422), layer-sequential unit variance: an orthonormal pre-init "
+    "(as `orthogonal`: Var[W] = gain^2 / max(rows, cols)), then for each layer in order, on one training "
+    "batch, W <- W / sqrt(Var[output]) until |Var[output] - 1| < 0.1, at most 10 times (the reference "
+    "code's defaults). Iterations and final variances go to status.json's init_info.",
+    post_build=_lsuv_post_build,
+    shape_variance=_orthogonal_shape_variance,
+))
+
+
+def _critical_make(cfg, seed):
+    import keras
+
+    return keras.initializers.VarianceScaling(
+        scale=_gain(cfg) ** 2, mode="fan_in", distribution="untruncated_normal", seed=seed
+    )
+
+
+def _critical_post_build(built, x_batch, cfg):
+    from initsuite import lsuv
+
+    return lsuv.critical(built, x_batch, cfg)
+
+
+_add(InitSpec(
+    "critical", _critical_make, lambda fan_in, fan_out, cfg: _gain(cfg) ** 2 / fan_in, lambda cfg: 0.0,
+    "The edge of chaos (Poole et al. 2016, Schoenholz et al. 2017): W ~ N(0, sigma_w^2 / fan_in) with the "
+    "sigma_w^2 that puts the run's activation at chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] = 1 (tanh 1, "
+    "ReLU 2; initsuite.theory.critical_sigma_w2), times gain^2. Drawn as N(0, gain^2 / fan_in), the "
+    "variance given here, then rescaled by sqrt(sigma_w^2) once the activation is known.",
+    post_build=_critical_post_build,
+))

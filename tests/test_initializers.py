@@ -9,7 +9,7 @@ from initsuite import initializers
 from initsuite.configure import CONF_DIR, compose
 from initsuite.registry import UnknownNameError
 
-SHAPES = [(400, 300), (3, 3, 64, 48)]
+SHAPES = [(400, 300), (3, 3, 64, 48), (3, 3, 16, 32)]  # the last: fan_out > fan_in
 
 
 def _cfg(name, **kw):
@@ -19,13 +19,12 @@ def _cfg(name, **kw):
 
 
 @pytest.mark.parametrize("name", initializers.names())
-@pytest.mark.parametrize("shape", SHAPES, ids=["dense", "conv"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["dense", "conv", "conv_widening"])
 def test_empirical_variance_matches_formula(name, shape):
     spec = initializers.get(name)
     cfg = _cfg(name, value=0.5) if name == "constant" else _cfg(name)
     w = np.asarray(spec.make(cfg, 1234)(shape, dtype="float32"), dtype=np.float64)
-    fan_in, fan_out = initializers.compute_fans(shape)
-    expected_var = spec.variance(fan_in, fan_out, cfg)
+    expected_var = spec.variance_for_shape(shape, cfg)
     assert w.shape == shape
     if not spec.random:
         assert np.all(w == spec.mean(cfg))
