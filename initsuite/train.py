@@ -55,13 +55,21 @@ def as_container(cfg) -> Dict[str, Any]:
 def validate(cfg) -> None:
     """Fail before any work on names the registries do not know (their errors list the valid ones)."""
     initializers.get(cfg.init.name)
-    activations.get(cfg.activation.name)
+    if cfg.model.name == "custom":
+        from initsuite import custom
+
+        custom.validate(cfg)  # the builder imports and takes its arguments; activation may be `keep`
+    elif cfg.activation.name == "keep":
+        raise ConfigError(f"activation=keep keeps a custom model's own activations; model={cfg.model.name} "
+                          f"needs one of: {', '.join(activations.names())}")
+    else:
+        activations.get(cfg.activation.name)
     if cfg.model.name not in models.MODELS and cfg.model.name != "custom":
         models.MODELS.get(cfg.model.name)
     from initsuite.optim import OPTIMIZERS
 
     OPTIMIZERS.get(cfg.optimizer.name)
-    for key in ("depth", "width"):
+    for key in ("depth", "width") if cfg.model.name != "custom" else ():  # custom: the builder decides
         if int(cfg.model[key]) < (0 if key == "depth" else 1):
             raise ConfigError(f"model.{key} must be positive, got {cfg.model[key]}")
     if int(cfg.train.batch_size) < 1:
