@@ -52,6 +52,8 @@ class InitConfig:
     value: Optional[float] = None  # constant
     gain: float = 1.0  # orthogonal; multiplier for variance-scaling inits
     bias: float = 0.0  # constant value every bias starts at (the TF tutorial used 0.1)
+    tol: float = 0.1  # lsuv: stop a layer when |Var[output] - 1| < tol (Mishkin & Matas' reference code)
+    max_iter: int = 10  # lsuv: at most this many rescalings per layer
 
 
 @dataclass

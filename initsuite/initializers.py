@@ -285,7 +285,7 @@ def label(cfg: Any) -> str:
 def _lsuv_post_build(built, x_batch, cfg):
     from initsuite import lsuv
 
-    return lsuv.lsuv(built, x_batch, cfg)
+    return lsuv.lsuv(built, x_batch, cfg, tol=float(cfg.init.tol), max_iter=int(cfg.init.max_iter))
 
 
 _add(InitSpec(
