@@ -28,22 +28,28 @@ run: $(STAMP) ## one instrumented run: make run ARGS='dataset=synthetic init=sta
 	$(PY) experiments/run.py $(ARGS)
 
 sweep: $(STAMP) ## the main job: a resumable sweep; make sweep EXP=<preset in conf/experiment/> ARGS='<overrides>'
-	@echo "make sweep: not implemented yet (issue 3)"; exit 1
+	$(PY) experiments/sweep.py +experiment=$(EXP) $(ARGS)
 
 collect: $(STAMP) ## gather a sweep's run folders into its tables: make collect SWEEP=<folder>
-	@echo "make collect: not implemented yet (issue 3)"; exit 1
+	$(PY) experiments/collect.py $(SWEEP)
 
 paper: $(STAMP) ## reproduce Glorot & Bengio 2010 (figures + Table 1); PAPER_SCALE=full for the paper's schedule
-	@echo "make paper: not implemented yet (issue 4)"; exit 1
+	@set -eo pipefail; scale="$$($(PY) experiments/paper.py --overrides '$(PAPER_SCALE)')"; \
+	$(MAKE) --no-print-directory sweep EXP=glorot2010 ARGS="$$scale $(ARGS)"; \
+	sweep="$$($(MAKE) --no-print-directory sweep EXP=glorot2010 \
+		ARGS="$$scale $$($(PY) experiments/paper.py --fig2-overrides) $(ARGS)" | tee /dev/stderr | tail -n 1)"; \
+	$(PY) experiments/paper.py "$$sweep"
 
 figures: $(STAMP) ## redraw a sweep's figures and report from its tables: make figures SWEEP=<folder>
-	@echo "make figures: not implemented yet (issue 4)"; exit 1
+	$(PY) experiments/figures.py $(SWEEP)
+
+report: figures ## the same as make figures: <SWEEP>/report.html with every figure embedded
 
 tensorboard: $(STAMP) ## write TensorBoard event files from a sweep's tables: make tensorboard SWEEP=<folder>
-	@echo "make tensorboard: not implemented yet (issue 4)"; exit 1
+	$(PY) experiments/tensorboard.py $(SWEEP)
 
 bench: $(STAMP) ## measure the instrumentation's cost against plain Keras (results/bench/)
-	@echo "make bench: not implemented yet (issue 7)"; exit 1
+	$(PY) experiments/bench.py $(if $(BENCH_QUICK),--quick) $(ARGS)
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q $(ARGS)

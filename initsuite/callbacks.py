@@ -1,0 +1,63 @@
+"""Hydra callbacks of a sweep (registered by ``conf/hydra/callbacks/sweep.yaml``).
+
+:class:`SweepCallback` runs in the launching process: before the first job it prints
+what is about to run and starts the progress line; after the last job it collects the
+run folders into the sweep's tables and prints the summary, the failures with their
+logs, and, as the very last line, the sweep folder.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from initsuite import progress, sweep
+
+
+class SweepCallback(Callback):
+    """Progress line while the jobs run; collection, summary and the folder's path after them."""
+
+    def __init__(self, collect: bool = True) -> None:
+        self.collect = collect
+        self.monitor: Optional[progress.ProgressMonitor] = None
+
+    def __getstate__(self):
+        # Hydra ships its context, callbacks included, to every job process: not the thread.
+        return {**self.__dict__, "monitor": None}
+
+    @staticmethod
+    def _sweep_dir(config: DictConfig) -> Path:
+        return Path(str(config.hydra.sweep.dir)).expanduser().resolve()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = self._sweep_dir(config)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            params = config.hydra.sweeper.get("params")
+            total: Optional[int] = len(sweep.job_overrides(
+                OmegaConf.to_container(params, resolve=False) if params else {}, list(config.hydra.overrides.task)))
+        except Exception:  # another sweeper (e.g. optuna): the total is its business
+            total = None
+        mode = sweep.launch_mode(config.hydra.launcher)
+        name = str(config.get("experiment", sweep_dir.name))
+        progress.reset(sweep_dir)
+        # loky replaces a worker whose memory grew by 300 MB (TensorFlow's caches do): harmless, and
+        # its warning would land in the middle of the progress line.
+        warnings.filterwarnings("ignore", message="A worker stopped while some jobs", category=UserWarning)
+        print(f"[sweep {name}] {total if total is not None else '?'} runs, {mode.describe()}, in {sweep_dir}",
+              file=sys.stderr, flush=True)
+        # Redraw in place only where no per-run bar or job output shares the terminal.
+        live = sys.stderr.isatty() and mode.parallel
+        self.monitor = progress.ProgressMonitor(sweep_dir, total, name, live=live).start()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.collect:
+            collected = sweep.collect(self._sweep_dir(config))
+            sweep.report(collected, str(config.get("experiment", "")) or None)

@@ -1,0 +1,419 @@
+"""The Glorot & Bengio (2010) reproduction: the paper's Table 1, its figures, and checks of
+its claims, all from a ``glorot2010`` sweep's tables.
+
+X. Glorot and Y. Bengio, *Understanding the difficulty of training deep feedforward
+neural networks*, AISTATS 2010, PMLR 9:249-256,
+https://proceedings.mlr.press/v9/glorot10a/glorot10a.pdf
+
+Their setup: fully connected nets of 5 hidden layers x 1000 units, softmax output,
+plain SGD with minibatch 10, sigmoid / tanh / softsign x/(1+|x|), and two inits:
+
+* 'standard' (their eq. 1): W ~ U[-1/sqrt(n), 1/sqrt(n)], n = fan-in, so n Var[W] = 1/3;
+* 'normalized' (eq. 16, here ``glorot_uniform``): W ~ U[-sqrt(6/(n_in+n_out)), +...],
+  Var[W] = 2/(n_in+n_out), the compromise between keeping Var[z] (forward,
+  n_in Var[W] = 1) and Var[dC/ds] (backward, n_out Var[W] = 1) constant.
+
+The suite adds Keras' ``truncated_normal`` (stddev 0.05) for the question that started
+it: what did TensorFlow's default cost? Like :mod:`initsuite.plots`, this module
+reads tables only (no TensorFlow, no Hydra).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from initsuite import plots
+from initsuite.plots import FigureFile
+
+EXPERIMENT = "glorot2010"
+CITATION = ("Glorot & Bengio (2010), Understanding the difficulty of training deep feedforward neural networks, "
+            "AISTATS, Table 1")
+
+# Table 1 of the paper: test error (%) of 5-hidden-layer nets; "N" = normalized init.
+TABLE1 = pd.DataFrame(
+    [
+        ("Softsign", 16.27, 1.64, 55.78, 69.14),
+        ("Softsign N", 16.06, 1.72, 53.8, 68.13),
+        ("Tanh", 27.15, 1.76, 55.9, 70.58),
+        ("Tanh N", 15.60, 1.64, 52.92, 68.57),
+        ("Sigmoid", 82.61, 2.21, 57.28, 70.66),
+    ],
+    columns=["type", "Shapeset", "MNIST", "CIFAR-10", "Small-ImageNet"],
+)
+PAPER_DATASETS = ["Shapeset", "MNIST", "CIFAR-10", "Small-ImageNet"]
+# Our dataset name -> the paper's column it reproduces.
+DATASET_COLUMN = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+ACTIVATION_TYPE = {"softsign": "Softsign", "tanh": "Tanh", "sigmoid": "Sigmoid"}
+INIT_SUFFIX = {"standard": "", "glorot_uniform": " N"}  # the paper's two inits
+STANDARD, NORMALIZED = "standard", "glorot_uniform"
+
+# make paper PAPER_SCALE=<scale>: overrides on top of conf/experiment/glorot2010.yaml. Each scale has its own
+# experiment name (the preset's experiment is glorot2010${extra.scale}), hence its own sweep folder
+# (results/sweeps/glorot2010_<scale>/), so scales never mix.
+SCALES: Dict[str, List[str]] = {
+    # the preset as it is: 3000 updates of minibatch 10 (30k examples, 0.6 epoch), ~30 min on 2 CPU cores
+    "default": [],
+    # the paper's schedule for a GPU: minibatch 10 for 100 epochs of the 50k training examples (500k updates),
+    # every evaluation on the full splits
+    "full": ["extra.scale=_full", "train.max_steps=null", "train.epochs=100", "train.eval_every=5000",
+             "train.eval_examples=10000", "probes.every=2500"],
+    # seconds, for tests: tiny nets on generated data
+    "tiny": ["extra.scale=_tiny", "dataset=synthetic", "model.width=16", "model.depth=3",
+             "train.max_steps=20", "train.eval_every=10", "train.eval_examples=128", "probes.every=5",
+             "probes.batch_size=64", "probes.hist_bins=20"],
+}
+# The extra run of Fig. 2: the paper shows a 4-layer sigmoid net, which escapes saturation (5 layers never do).
+FIG2_RUN = ["activation=sigmoid", "init=standard", "model.depth=4"]
+
+
+def scale_overrides(scale: Optional[str]) -> List[str]:
+    """The overrides of ``PAPER_SCALE`` (empty/None = default); unknown names list the valid ones."""
+    scale = scale or "default"
+    if scale not in SCALES:
+        raise ValueError(f"unknown PAPER_SCALE {scale!r}; valid: {', '.join(SCALES)}")
+    return list(SCALES[scale])
+
+
+def is_paper_sweep(runs: pd.DataFrame) -> bool:
+    """A sweep of the ``glorot2010`` preset (any scale)."""
+    return len(runs) > 0 and runs.experiment.astype(str).str.startswith(EXPERIMENT).any()
+
+
+def scale_name(runs: pd.DataFrame) -> str:
+    exps = sorted(set(runs.experiment.astype(str)))
+    for e in exps:
+        if e.startswith(EXPERIMENT + "_"):
+            return e[len(EXPERIMENT) + 1:]
+    return "default"
+
+
+def row_type(activation: str, init: str) -> str:
+    """The paper's row name ('Tanh N'), or '<Activation> (<init>)' for inits the paper lacks."""
+    a = ACTIVATION_TYPE.get(activation, activation)
+    return a + INIT_SUFFIX[init] if init in INIT_SUFFIX else f"{a} ({init})"
+
+
+# -- Table 1 -----------------------------------------------------------------------------------
+
+def selected_test_error(runs: pd.DataFrame, metrics: Optional[pd.DataFrame] = None) -> pd.Series:
+    """Test error of each run at its evaluation with the lowest validation error (the paper selects
+    on validation error), by run_id; the final test error where a run has no validation curve.
+    Diverged runs get NaN."""
+    out = runs.set_index("run_id").final_test_error.astype(float)
+    if metrics is not None and len(metrics):
+        m = metrics[(metrics.metric == "error") & metrics.split.isin(["valid", "test"])]
+        wide = m.pivot_table(index=["run_id", "step"], columns="split", values="value").reset_index()
+        if {"valid", "test"} <= set(wide.columns):
+            wide = wide.dropna(subset=["valid", "test"])
+            best = wide.loc[wide.groupby("run_id").valid.idxmin()].set_index("run_id").test
+            out.update(best[best.index.isin(out.index)])
+    diverged = runs.set_index("run_id").status == "diverged"
+    out[diverged] = np.nan
+    return out
+
+
+def table1(runs: pd.DataFrame, metrics: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Our test error beside the paper's, one row per (row type, dataset).
+
+    Columns: type, activation, init, depth, dataset, runs, diverged, test_error_pct (mean over the
+    runs that finished, each at its lowest validation error: :func:`selected_test_error`),
+    test_error_sd, final_test_error_pct (at the last step), then the paper's four columns
+    (Shapeset, MNIST, CIFAR-10, Small-ImageNet; blank where the paper has no such row) and
+    ``paper_same_dataset``: the paper's number for our dataset (MNIST or CIFAR-10), blank otherwise.
+    The paper's five rows are always present, measured or not. Only the nets of the grid's depth
+    (5 layers in the preset; :func:`initsuite.plots.deepest`) are compared.
+    """
+    r = plots.deepest(runs[runs.activation.isin(ACTIVATION_TYPE)]) if len(runs) else runs
+    sel = selected_test_error(r, metrics) if len(r) else pd.Series(dtype=float)
+    rows = []
+    for (act, init, dataset), g in r.groupby(["activation", "init", "dataset"]) if len(r) else []:
+        ok = g[(g.status == "done") & g.final_test_error.notna()]
+        e = sel.reindex(ok.run_id).dropna()
+        rows.append(dict(type=row_type(act, init), activation=act, init=init, depth=int(g.depth.iloc[0]),
+                         dataset=dataset, runs=len(g), diverged=int((g.status == "diverged").sum()),
+                         test_error_pct=100 * e.mean() if len(e) else np.nan,
+                         test_error_sd=100 * e.std() if len(e) > 1 else np.nan,
+                         final_test_error_pct=100 * ok.final_test_error.mean() if len(ok) else np.nan))
+    ours = pd.DataFrame(rows, columns=["type", "activation", "init", "depth", "dataset", "runs", "diverged",
+                                       "test_error_pct", "test_error_sd", "final_test_error_pct"])
+    missing = [t for t in TABLE1.type if t not in set(ours.type)]
+    if missing:
+        back = {v: k for k, v in ACTIVATION_TYPE.items()}
+        extra = []
+        for t in missing:
+            act, _, n = t.partition(" ")
+            extra.append(dict(type=t, activation=back[act], init=NORMALIZED if n == "N" else STANDARD))
+        ours = pd.concat([ours, pd.DataFrame(extra)], ignore_index=True) if len(ours) else pd.DataFrame(
+            extra, columns=ours.columns)
+    out = ours.merge(TABLE1, on="type", how="left")
+    out["paper_same_dataset"] = [out.at[i, DATASET_COLUMN[d]] if d in DATASET_COLUMN else np.nan
+                                 for i, d in out.dataset.items()]
+    order = {t: i for i, t in enumerate(TABLE1.type)}
+    out["_o"] = [order.get(t, len(order)) for t in out.type]
+    out = out.sort_values(["_o", "activation", "init", "dataset"], na_position="last").drop(columns="_o")
+    return out.reset_index(drop=True)
+
+
+def _fmt(v, sd=None) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    return f"{v:.2f}" + (f" ± {sd:.2f}" if sd is not None and not np.isnan(sd) else "")
+
+
+def table1_markdown(t: pd.DataFrame, scale: str = "default") -> str:
+    """Table 1 as Markdown: our test error (%) per dataset, then the paper's four columns."""
+    datasets = sorted(d for d in t.dataset.dropna().unique())
+    head = ["Type", "init"] + [f"ours: {d}" for d in datasets] + [f"paper: {c}" for c in PAPER_DATASETS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for typ, g in t.groupby("type", sort=False):
+        cells = [typ, str(g.init.iloc[0])]
+        for d in datasets:
+            r = g[g.dataset == d]
+            if r.empty:
+                cells.append("")
+                continue
+            r = r.iloc[0]
+            text = _fmt(r.test_error_pct, r.test_error_sd)
+            if r.diverged:
+                text += f" ({int(r.diverged)}/{int(r.runs)} diverged)"
+            cells.append(text)
+        p = g.iloc[0]
+        cells += [_fmt(p[c]) for c in PAPER_DATASETS]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (f"\nTest error (%) of {int(t.depth.max()) if t.depth.notna().any() else 5}-hidden-layer nets; "
+            f"ours at scale '{scale}' (mean ± sd over seeds, each run at its evaluation with the lowest validation "
+            f"error, as the paper selects), paper: {CITATION}. "
+            "'N' = normalized init (glorot_uniform).\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def write_table1(t: pd.DataFrame, sweep_dir: Path, scale: str = "default") -> Dict[str, Path]:
+    from initsuite.results import atomic_write_text
+
+    sweep_dir = Path(sweep_dir)
+    paths = {"csv": sweep_dir / "table1.csv", "md": sweep_dir / "table1.md"}
+    atomic_write_text(paths["csv"], t.to_csv(index=False))
+    atomic_write_text(paths["md"], table1_markdown(t, scale))
+    return paths
+
+
+def setup_note(runs: pd.DataFrame, scale: str = "default") -> str:
+    """How this sweep differs from the paper's setup, in one paragraph (for the report)."""
+    def vals(col):
+        return ", ".join(str(v) for v in sorted(set(runs[col].dropna()), key=str)) if col in runs else "?"
+
+    steps = runs["steps"].dropna() if "steps" in runs else pd.Series(dtype=float)
+    steps_txt = f"{int(steps.max())} updates" if len(steps) else "?"
+    return (f"Scale '{scale}': dataset {vals('dataset')}; {vals('depth')} hidden layers of {vals('width')} units; "
+            f"plain SGD, minibatch {vals('batch_size')}, one fixed learning rate {vals('lr')} for every "
+            f"activation/init pair (the paper tuned it per pair on validation error); {steps_txt} per run. "
+            "Differences from the paper: no Shapeset-3x2 or Small-ImageNet (MNIST and CIFAR-10 only); "
+            "training far shorter unless PAPER_SCALE=full (minibatch 10, 100 epochs); statistics on the first "
+            "300 test examples, as in the paper. 'standard' = U[-1/sqrt(n), 1/sqrt(n)], 'N' = glorot_uniform; "
+            "truncated_normal (Keras' stddev 0.05) is the suite's addition.")
+
+
+# -- the paper's figures ---------------------------------------------------------------------------
+
+def _fig2_depth(runs: pd.DataFrame) -> Optional[int]:
+    sig = runs[(runs.activation == "sigmoid") & (runs.init == STANDARD)]
+    if sig.empty:
+        return None
+    return 4 if (sig.depth == 4).any() else int(sig.depth.max())
+
+
+def paper_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
+                  formats: Sequence[str] = plots.FORMATS) -> List[FigureFile]:
+    """Draw the paper's Figs. 2, 3, 4, 6, 7, 8, 9, 10 and 12 for each dataset of the sweep."""
+    runs, ls, hist, met = (tables[k] for k in ("runs", "layer_stats", "histograms", "metrics"))
+    written = []
+    for suffix, where in plots.slices(runs):
+        r, l, h, m = (plots.select(t, **where) for t in (runs, ls, hist, met))
+        ds = plots.describe(plots.deepest(r))
+        d2 = _fig2_depth(r)
+        ds2 = plots.describe(r[(r.activation == "sigmoid") & (r.init == STANDARD) & (r.depth == d2)])
+        S, N = STANDARD, NORMALIZED
+        specs = [
+            ("fig02_sigmoid_activations",
+             f"Fig. 2: sigmoid, {d2 or '?'} hidden layers, standard init: activations during training",
+             "Mean (line) and standard deviation (vertical bars) of each hidden layer's sigmoid outputs on the "
+             "fixed probe examples. The paper: the top layer is driven to saturation at 0 early in training.",
+             lambda: plots.layer_traces(
+                 l, [(f"sigmoid, standard, {d2} layers", dict(activation="sigmoid", init=S, depth=d2))],
+                 lines=(), bars=("mean", "std"), ylabel="activation value (mean ± std)",
+                 title=f"Fig. 2: sigmoid activations per layer during training\n({ds2})")),
+            ("fig03_tanh_softsign_p98_std",
+             "Fig. 3: tanh (top) and softsign (bottom), standard init: 98th percentile and std of activations",
+             "Markers alone: 98th percentile; lines with markers: standard deviation, per hidden layer. "
+             "The paper: with tanh the layers saturate one after another from layer 1 up; softsign does not.",
+             lambda: plots.layer_traces(
+                 l, [("tanh, standard", dict(activation="tanh", init=S)),
+                     ("softsign, standard", dict(activation="softsign", init=S))],
+                 lines=(("p98", "o"), ("std", "-o")), ylabel="activation value",
+                 title=f"Fig. 3: 98th percentile (markers) and std (lines) of activations\n({ds})")),
+            ("fig04_activation_histograms_end",
+             "Fig. 4: activation histograms at the end of training (tanh top, softsign bottom; standard init)",
+             "Normalized histograms of each hidden layer's activations at the last step. The paper: tanh "
+             "piles up at the saturated -1/+1; softsign has modes at its knees (about ±0.6-0.8).",
+             lambda: plots.layer_histograms(
+                 h, [("tanh, standard", dict(activation="tanh", init=S)),
+                     ("softsign, standard", dict(activation="softsign", init=S))], "activation", step=None,
+                 title=f"Fig. 4: activation histograms at the end of training\n({ds})",
+                 xlabel="activation value")),
+            ("fig06_activation_histograms_init",
+             "Fig. 6: tanh activation histograms at initialization, standard (top) vs normalized (bottom)",
+             "Under standard init the peak at 0 grows in higher layers (activations shrink with depth); "
+             "normalized init keeps the layers alike.",
+             lambda: plots.layer_histograms(
+                 h, [("tanh, standard", dict(activation="tanh", init=S)),
+                     ("tanh, normalized (glorot_uniform)", dict(activation="tanh", init=N))], "activation", 0,
+                 title=f"Fig. 6: activation histograms at initialization\n({ds})", xlabel="activation value")),
+            ("fig07_backprop_grad_histograms_init",
+             "Fig. 7: back-propagated gradient histograms at initialization, standard vs normalized (tanh)",
+             "Histograms of dC/ds per hidden layer before any update: under standard init they narrow "
+             "toward the input (layer 1); normalized init keeps them alike.",
+             lambda: plots.layer_histograms(
+                 h, [("tanh, standard", dict(activation="tanh", init=S)),
+                     ("tanh, normalized (glorot_uniform)", dict(activation="tanh", init=N))], "backprop_grad", 0,
+                 title=f"Fig. 7: back-propagated gradients at initialization\n({ds})",
+                 xlabel=r"back-propagated gradient $\partial C/\partial s$", sharex=False)),
+            ("fig08_weight_grad_histograms_init",
+             "Fig. 8: weight-gradient histograms at initialization, standard vs normalized (tanh)",
+             "Histograms of dC/dW per hidden layer before any update: they do not shrink with depth under "
+             "either init (equal widths keep n Var[z] Var[dC/ds] constant).",
+             lambda: plots.layer_histograms(
+                 h, [("tanh, standard", dict(activation="tanh", init=S)),
+                     ("tanh, normalized (glorot_uniform)", dict(activation="tanh", init=N))], "weight_grad", 0,
+                 title=f"Fig. 8: weight gradients at initialization\n({ds})",
+                 xlabel=r"weight gradient $\partial C/\partial W$", sharex=False)),
+            ("fig09_weight_grad_std_training",
+             "Fig. 9: standard deviation of weight gradients per layer during training, standard vs normalized",
+             "std of dC/dW per hidden layer (tanh; log scale). The paper: with normalized init the layers stay "
+             "together; with standard init they spread apart during training.",
+             lambda: plots.layer_traces(
+                 l, [("tanh, standard", dict(activation="tanh", init=S)),
+                     ("tanh, normalized (glorot_uniform)", dict(activation="tanh", init=N))], tensor="weight_grad",
+                 lines=(("std", "-o"),), log=True, ylabel=r"std of $\partial C/\partial W$",
+                 title=f"Fig. 9: weight-gradient std per layer during training\n({ds})")),
+            ("fig10_tanh_normalized_p98_std",
+             "Fig. 10: tanh with normalized init: 98th percentile and std of activations during training",
+             "As Fig. 3 with the normalized init: no sequential saturation.",
+             lambda: plots.layer_traces(
+                 l, [("tanh, normalized (glorot_uniform)", dict(activation="tanh", init=N))],
+                 lines=(("p98", "o"), ("std", "-o")), ylabel="activation value",
+                 title=f"Fig. 10: 98th percentile (markers) and std (lines), tanh normalized\n({ds})")),
+            ("fig12_test_error",
+             "Fig. 12: test error during training for each activation / init pair",
+             "Colour = init, line style = activation (5-layer nets).",
+             lambda: test_error_curves(m, title=f"Fig. 12: test error during training\n({ds})")),
+        ]
+        for name, title, caption, draw in specs:
+            fig = draw()
+            written.append(FigureFile(name + suffix, title, caption, plots.save(fig, out_dir, name + suffix, formats),
+                                      group="paper"))
+    return written
+
+
+@plots.styled
+def test_error_curves(metrics: pd.DataFrame, title: str = "") -> "plots.Figure":
+    """Test error (%) against steps, one line per (activation, init): colour = init,
+    line style = activation; mean over seeds. The deepest nets only."""
+    m = plots.deepest(plots.select(metrics, split="test", metric="error"))
+    fig, axes = plots.new_figure(1, 1, panel=(6.0, 3.4))
+    ax = axes[0, 0]
+    if m.empty:
+        plots._no_data(ax)
+    else:
+        colors = plots.init_colors(m.init.unique())
+        band = plots.seed_band(m.assign(value=100 * m.value), "step", ["activation", "init"])
+        for (act, init), b in band.groupby(["activation", "init"]):
+            ax.plot(b.step, b["mean"], linestyle=plots.ACTIVATION_STYLES.get(act, "-"), color=colors[init],
+                    label=row_type(act, init) + f"  [{act}, {init}]")
+        ax.legend(loc="upper right", frameon=False, ncol=1)
+        if _span(band["mean"]) > 20:
+            ax.set_yscale("log")
+    ax.set_xlabel(plots.STEP_LABEL)
+    ax.set_ylabel("test error (%)")
+    fig.suptitle(title)
+    return fig
+
+
+def _span(values) -> float:
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(v.max() / v.min()) if len(v) else 1.0
+
+
+# -- what the paper claims, checked on this sweep ---------------------------------------------------
+
+def checks(tables: Dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The paper's qualitative claims, each measured on this sweep (deepest nets, seed means):
+    claim, measured (numbers), holds (True / False / None when the sweep lacks the runs)."""
+    ls = plots.deepest(plots.hidden_layers(tables["layer_stats"]))
+    runs = tables["runs"]
+    out = []
+
+    def per_layer(act, init, tensor, stat, step=0):
+        d = plots.select(ls, activation=act, init=init, tensor=tensor, stat=stat, step=step)
+        return d.groupby("layer_index").value.mean().sort_index().to_numpy()
+
+    def add(claim, measured, holds):
+        out.append(dict(claim=claim, measured=measured, holds=holds))
+
+    for act in ("tanh", "softsign"):
+        s = per_layer(act, STANDARD, "activation", "std")
+        if len(s) > 1:
+            add(f"{act}, standard init: activation std shrinks with depth at initialization",
+                f"std layer 1 -> {len(s)}: {s[0]:.3g} -> {s[-1]:.3g} (x{s[-1] / s[0]:.2f})",
+                bool(s[-1] < 0.7 * s[0]))
+        g = per_layer(act, STANDARD, "backprop_grad", "var")
+        if len(g) > 1:
+            add(f"{act}, standard init: back-propagated gradient variance shrinks toward the input",
+                f"Var[dC/ds] layer 1 / layer {len(g)} = {g[0] / g[-1]:.3g}", bool(g[0] < 0.5 * g[-1]))
+        gn = per_layer(act, NORMALIZED, "backprop_grad", "var")
+        an = per_layer(act, NORMALIZED, "activation", "std")
+        if act == "tanh" and len(gn) > 1 and len(an) > 1:  # the paper's Figs. 6-7 (tanh)
+            add(f"{act}, normalized init: activations and gradients stay level across layers",
+                f"max/min over layers: activation std {an.max() / an.min():.2f}, "
+                f"Var[dC/ds] {gn.max() / gn.min():.2f}",
+                bool(an.max() / an.min() < 2 and gn.max() / gn.min() < 4))
+        for init in (STANDARD, NORMALIZED):
+            w = per_layer(act, init, "weight_grad", "var")
+            if len(w) > 1:
+                add(f"{act}, {init}: weight-gradient variance is about equal across layers at initialization",
+                    f"max/min over layers: {w.max() / w.min():.2f}", bool(w.max() / w.min() < 3))
+    d2 = _fig2_depth(runs) if len(runs) else None
+    if d2 is not None:
+        d = plots.select(plots.hidden_layers(tables["layer_stats"]), activation="sigmoid", init=STANDARD, depth=d2,
+                         tensor="activation", stat="mean")
+        if len(d):
+            top = d[d.layer_index == d.layer_index.max()].groupby("step").value.mean()
+            add(f"sigmoid, standard init ({d2} layers): the top hidden layer is pushed toward 0",
+                f"top-layer mean activation {top.iloc[0]:.3f} at step 0 -> min {top.min():.3f} "
+                f"(step {int(top.idxmin())})", bool(top.min() < 0.5 * top.iloc[0]))
+    t = per_layer("tanh", "truncated_normal", "activation", "saturated_frac")
+    if len(t):
+        tg = per_layer("tanh", NORMALIZED, "activation", "saturated_frac")
+        add("tanh, truncated_normal: more saturated units at initialization than glorot_uniform",
+            f"saturated units, top layer: truncated_normal {100 * t[-1]:.1f}%"
+            + (f", glorot_uniform {100 * tg[-1]:.1f}%" if len(tg) else ""),
+            bool(len(tg) and t[-1] > tg[-1]) if len(tg) else None)
+    if len(runs):
+        t1 = table1(runs, tables.get("metrics")).dropna(subset=["test_error_pct"])
+        a = t1[(t1.activation == "tanh") & (t1.init == STANDARD)].test_error_pct
+        b = t1[(t1.activation == "tanh") & (t1.init == NORMALIZED)].test_error_pct
+        if len(a) and len(b):
+            add("tanh: normalized init reaches a lower test error than standard (Table 1: on all four datasets)",
+                f"{a.mean():.2f}% (standard) vs {b.mean():.2f}% (normalized)", bool(b.mean() < a.mean()))
+        paper_rows = t1[t1.type.isin(TABLE1.type)]
+        sig = paper_rows[paper_rows.type == "Sigmoid"].test_error_pct
+        if len(sig) and len(paper_rows) > len(sig):
+            worst = paper_rows.groupby("type").test_error_pct.mean()
+            add("sigmoid (standard init) has the highest test error of the paper's five rows (Table 1)",
+                ", ".join(f"{k} {v:.2f}%" for k, v in worst.sort_values().items()),
+                bool(worst.idxmax() == "Sigmoid"))
+    return pd.DataFrame(out, columns=["claim", "measured", "holds"])
