@@ -73,6 +73,7 @@ INIT_COLORS = {
     "lecun_uniform": "#c5b0d5",
     "orthogonal": "#bcbd22",
     "lsuv": "#393b79",
+    "critical": "#9edae5",
     "random_normal": "#7f7f7f",
     "random_uniform": "#c7c7c7",
     "constant": "#637939",

@@ -389,6 +389,10 @@ def collect(sweep_dir: Path, write: bool = True) -> Collected:
     for name, parts in frames.items():
         out[name] = pd.concat(parts, ignore_index=True) if parts else \
             empty_table(name).assign(**{c: pd.Series(dtype=object) for c in CONFIG_COLUMNS})
+    # Plain-words diagnoses (verdicts, verdict_text) beside each run, from the tables just gathered.
+    from initsuite import verdicts
+
+    out["runs"] = verdicts.annotate(out)
     if write:
         for name, df in out.items():
             atomic_write_table(sweep_dir / f"{name}.parquet", df)
