@@ -181,7 +181,10 @@ class Trainer:
         keras.utils.set_random_seed(int(cfg.seed))
         self.tf = tf
         self.data = data_mod.load(cfg.dataset, seed=int(cfg.seed))
-        self.built = build_model(cfg, self.data.input_shape, self.data.num_classes)
+        from initsuite.instrument import precision_scope
+
+        with precision_scope(cfg):  # float32, or bfloat16 compute for train.mixed_precision
+            self.built = build_model(cfg, self.data.input_shape, self.data.num_classes)
         self.model = self.built.model
         self.init_info = {}
         post_build = initializers.get(cfg.init.name).post_build
@@ -229,12 +232,7 @@ class Trainer:
 
     # -- data -----------------------------------------------------------------------------
     def _train_dataset(self):
-        tf = self.tf
-        d = self.data
-        ds = tf.data.Dataset.from_tensor_slices((d.x_train, d.y_train.astype(np.int64)))
-        ds = ds.shuffle(len(d.x_train), seed=int(self.cfg.seed), reshuffle_each_iteration=True)
-        ds = ds.batch(int(self.cfg.train.batch_size), drop_remainder=True)
-        return ds.repeat().prefetch(tf.data.AUTOTUNE)
+        return train_dataset(self.data, int(self.cfg.train.batch_size), int(self.cfg.seed))
 
     def _eval_sets(self):
         d, k = self.data, int(self.cfg.train.eval_examples)
@@ -257,12 +255,16 @@ class Trainer:
         check_every = max(1, int(cfg.train.nonfinite_check_every))
         stop_on_nan = bool(cfg.train.stop_on_nonfinite)
         it = iter(self._train_dataset())
-        status, step, last_loss = "done", 0, float("nan")
+        status, step, loss = "done", 0, None
+        self.clock = {}
+        show_loss, next_show = bool(cfg.train.progress), 0.0
         bar = tqdm(total=self.total_steps, desc=f"run {self.rid}", unit="step", leave=False,
                    disable=not cfg.train.progress, mininterval=1.0, file=sys.stderr)
         t0 = time.time()
         try:
             while True:
+                if step in self.clock_steps:
+                    self._tick(step, loss)
                 measure = step in self.probe_steps
                 if measure:
                     self._probe(step, probe_x, probe_y)
@@ -277,15 +279,15 @@ class Trainer:
                     break
                 if step >= self.total_steps:
                     break
-                x, y = next(it)
-                loss, ratios = self.inst.train_step(x, y, tf.constant(step, tf.int64), measure)
+                loss, ratios = self.inst.train_step_on(it, tf.constant(step, tf.int64), measure)
                 if measure and ratios is not None:
                     self._record_update_ratios(step, ratios)
                 step += 1
                 bar.update(1)
-                if step % 20 == 0 or step == self.total_steps:
-                    last_loss = float(loss)
-                    bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
+                # Reading the loss waits for the device: only for the bar, at most once a second.
+                if show_loss and (time.monotonic() >= next_show or step == self.total_steps):
+                    bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+                    next_show = time.monotonic() + 1.0
             if status == "done" and self.inst.first_nonfinite() is not None:
                 status = "diverged"  # kept going past a NaN (train.stop_on_nonfinite=false)
         finally:
@@ -310,6 +312,15 @@ class Trainer:
         }
         info.update(self._final_metrics())
         return info
+
+    # Steps at which fit() notes (wall time, process CPU time) in self.clock, once the device has
+    # finished the steps before (initsuite.bench times windows of this very loop with it).
+    clock_steps: frozenset = frozenset()
+
+    def _tick(self, step: int, loss) -> None:
+        if loss is not None:
+            loss.numpy()  # waits for the previous step, queued on the device
+        self.clock[step] = (time.perf_counter(), time.process_time())
 
     # -- measurements ---------------------------------------------------------------------
     def _probe(self, step: int, x, y) -> None:
@@ -370,6 +381,18 @@ class Trainer:
         for name, rows in self.rows.items():
             df = pd.DataFrame(rows) if rows else empty_table(name)
             self.rdir.write_table(name, df)
+
+
+def train_dataset(data, batch_size: int, seed: int):
+    """The training stream: shuffled each epoch from ``seed``, batches of ``batch_size``
+    (the last partial batch dropped), repeated, prefetched while the device computes. The
+    step takes its batch from the iterator inside the graph, as ``model.fit`` does (on a
+    GPU the host-to-device copy is part of the step there too)."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train.astype(np.int64)))
+    ds = ds.shuffle(len(data.x_train), seed=int(seed), reshuffle_each_iteration=True)
+    return ds.batch(int(batch_size), drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)
 
 
 def build_model(cfg, input_shape, num_classes):
