@@ -477,18 +477,25 @@ class Instrument:
         hist_keys, ranges, counts = [], [], []
         if with_hist:
             tails, hist = _range_function(), _histogram_function(self.hist_bins)
+            # One common axis for the hidden layers (the paper draws them on one), and its own for
+            # the output layer, whose gradients are 10-30x wider and would squeeze the rest into a
+            # few bins.
+            hidden = {p.name: p.act_layer is not None for p in self.points}
             for tensor, by_layer in flats.items():
-                if not by_layer:
-                    continue
-                ends = tf.stack([tails(flat) for flat in by_layer.values()])
-                lo = tf.reduce_min(ends[:, 0])
-                # A non-empty range even when every value is equal (saturated tanh: all 1.0), with a
-                # width float32 can represent next to lo (1 + 1e-12 == 1 would make the op fail).
-                hi = tf.maximum(tf.reduce_max(ends[:, 1]), lo + tf.maximum(tf.abs(lo) * 1e-6, 1e-12))
-                for name, flat in by_layer.items():
-                    hist_keys.append((name, tensor))
-                    ranges.append(tf.stack([lo, hi]))
-                    counts.append(hist(flat, lo, hi))
+                groups = ({n: f for n, f in by_layer.items() if hidden.get(n, True)},
+                          {n: f for n, f in by_layer.items() if not hidden.get(n, True)})
+                for group in groups:
+                    if not group:
+                        continue
+                    ends = tf.stack([tails(flat) for flat in group.values()])
+                    lo = tf.reduce_min(ends[:, 0])
+                    # A non-empty range even when every value is equal (saturated tanh: all 1.0), with a
+                    # width float32 can represent next to lo (1 + 1e-12 == 1 would make the op fail).
+                    hi = tf.maximum(tf.reduce_max(ends[:, 1]), lo + tf.maximum(tf.abs(lo) * 1e-6, 1e-12))
+                    for name, flat in group.items():
+                        hist_keys.append((name, tensor))
+                        ranges.append(tf.stack([lo, hi]))
+                        counts.append(hist(flat, lo, hi))
         self._probe_layout[with_hist] = (stat_keys, hist_keys)
         return (tf.concat(stat_values, 0) if stat_values else tf.zeros([0]),
                 tf.stack(ranges) if ranges else tf.zeros([0, 2]),

@@ -113,3 +113,10 @@ def test_probe_matches_numpy_backprop(make_cfg):
     e0, _ = hists[("dense_00", "activation")]
     e1, _ = hists[("dense_01", "activation")]
     assert np.allclose(e0, e1)
+    # dC/ds: hidden layers share an axis; the output layer, with far wider gradients, has its own
+    g0, c0 = hists[("dense_00", "backprop_grad")]
+    g1, _ = hists[("dense_01", "backprop_grad")]
+    gl, cl = hists[("logits", "backprop_grad")]
+    assert np.allclose(g0, g1) and not np.allclose(g0, gl)
+    assert c0.sum() == dS[0].size and cl.sum() == dS[2].size
+    assert gl[0] <= np.percentile(dS[2], 1) and gl[-1] >= np.percentile(dS[2], 99)
