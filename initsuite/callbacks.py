@@ -35,6 +35,7 @@ class SweepCallback(Callback):
         return Path(str(config.hydra.sweep.dir)).expanduser().resolve()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_data_once(config)
         sweep_dir = self._sweep_dir(config)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -61,3 +62,19 @@ class SweepCallback(Callback):
         if self.collect:
             collected = sweep.collect(self._sweep_dir(config))
             sweep.report(collected, str(config.get("experiment", "")) or None)
+
+
+def _check_data_once(config: DictConfig) -> None:
+    """Missing or corrupt data would fail every run of the grid with the same message: when the
+    dataset is not a sweep axis, load it once up front and stop with that one message (exit 2)."""
+    params = config.hydra.sweeper.get("params") or {}
+    swept = [str(k) for k in params] + [o.split("=", 1)[0] for o in config.hydra.overrides.task if "," in o]
+    if any(k.lstrip("+~").startswith("dataset") for k in swept) or config.dataset.name == "synthetic":
+        return
+    from initsuite import data
+
+    try:
+        data.load(config.dataset, seed=int(config.seed))
+    except data.DataError as exc:
+        print(f"initsuite: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -301,3 +301,14 @@ def test_smoke_sweep_through_submitit_local(tmp_path):
     assert set(runs.run_id) == expected_ids(sweep.grid("smoke", args[1:]), tmp_path)
     assert (runs.status == "done").all() and set(runs.init) == {"standard", "glorot_uniform"}
     assert len(pd.read_parquet(sweep_dir / "metrics.parquet"))
+
+
+def test_missing_data_stops_the_sweep_once_before_any_run(tmp_path):
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    out = subprocess.run(_sweep_cmd(tmp_path, "dataset=mnist", "dataset.source=files", f"dataset.path={empty}"),
+                         cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.count("train-images-idx3-ubyte.gz") >= 1 and "dataset.path" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "sweeps" / "smoke" / "runs").exists()  # no run was started
