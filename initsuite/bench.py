@@ -35,7 +35,7 @@ Method.
   (the best of a few 2048x2048 products).
 * Sweep: N small runs on an N-core machine, one after another in this process, then
   together in N loky worker processes (as the Hydra joblib launcher runs them), one
-  thread each; the workers start, and import TensorFlow, before the clock does.
+  thread each; this process and every worker have done one run before the clock starts.
 * Precision: a tiny run with XLA (``train.jit_compile``) and one in mixed bfloat16
   precision (``train.mixed_precision``) against a float32 run, statistic by statistic.
 
@@ -570,13 +570,10 @@ def _sweep_job(overrides: List[str], threads: int) -> float:
     return time.perf_counter() - t0
 
 
-def _warm_worker() -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow  # noqa: F401
-
-    import initsuite.train  # noqa: F401
-
-    time.sleep(0.5)  # hold this worker so the next warm-up task starts another one
+def _warm_worker(overrides: List[str], threads: int) -> int:
+    """A first run in a worker, as this process had one: TensorFlow's runtime, Hydra and the
+    shared statistics function start before the clock does, on both sides."""
+    _sweep_job(overrides, threads)
     return os.getpid()
 
 
@@ -595,7 +592,7 @@ def measure_sweep(workdir: Path, n_jobs: Optional[int] = None, log=print) -> Dic
     sequential = time.perf_counter() - t0
     log(f"  sweep: {n} runs one after another: {sequential:.1f} s")
     with Parallel(n_jobs=n, backend="loky") as parallel:
-        pids = parallel(delayed(_warm_worker)() for _ in range(n))
+        pids = parallel(delayed(_warm_worker)(runs[0] + [f"seed={999 + i}"], threads) for i in range(n))
         t0 = time.perf_counter()
         parallel(delayed(_sweep_job)(r, threads) for r in runs)
         together = time.perf_counter() - t0

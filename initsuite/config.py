@@ -82,6 +82,7 @@ class TrainConfig:
     stop_on_nonfinite: bool = True  # stop at the first NaN/Inf (the run is recorded as diverged)
     nonfinite_check_every: int = 50  # steps between host reads of the in-graph NaN flag
     jit_compile: bool = False  # XLA-compile the training step
+    mixed_precision: bool = False  # bfloat16 compute (mixed_bfloat16 policy); statistics stay float32
     threads: int = 0  # TensorFlow intra/inter-op threads (0 = TensorFlow's choice)
     progress: bool = True  # per-run progress bar with the loss
 
