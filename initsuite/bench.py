@@ -614,23 +614,18 @@ def precision_check(workdir: Path, modes: Sequence[str] = ("xla", "mixed_bfloat1
     import contextlib
     import io
 
-    from omegaconf import open_dict
-
     from initsuite.configure import compose
     from initsuite.train import run
 
-    def one(extra, mixed=False):
+    def one(extra):
         cfg = compose(PRECISION_RUN + [f"paths.results={workdir / 'precision'}"] + extra)
-        if mixed:
-            with open_dict(cfg.train):  # until the schema has the field
-                cfg.train.mixed_precision = True
         with contextlib.redirect_stdout(io.StringIO()):
             return run(cfg)
 
     ref = one([])
     out = {}
     for mode in modes:
-        other = one(["train.jit_compile=true"]) if mode == "xla" else one([], mixed=True)
+        other = one(["train.jit_compile=true"] if mode == "xla" else ["train.mixed_precision=true"])
         errs = compare_stats(ref.layer_stats, other.layer_stats)
         worst = max(errs["location"], errs["relative"], errs["fraction"], errs["count"])
         out[mode] = dict(errors=errs, max_error=float(worst), tolerance=PRECISION_TOLERANCE[mode],
