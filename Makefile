@@ -48,7 +48,7 @@ report: figures ## the same as make figures: <SWEEP>/report.html with every figu
 tensorboard: $(STAMP) ## write TensorBoard event files from a sweep's tables: make tensorboard SWEEP=<folder>
 	$(PY) experiments/tensorboard.py $(SWEEP)
 
-bench: $(STAMP) ## measure the instrumentation's cost against plain Keras (results/bench/)
+bench: $(STAMP) ## the instrumentation's cost against plain Keras (results/bench/); BENCH_QUICK=1 for a smoke run
 	$(PY) experiments/bench.py $(if $(BENCH_QUICK),--quick) $(ARGS)
 
 test: $(STAMP) ## run the test suite
