@@ -1,4 +1,4 @@
-"""In-graph per-layer statistics, histograms and NaN/Inf forensics.
+"""Taps on layer outputs, the reference per-tensor statistics, and the NaN/Inf check items.
 
 How layers are read: each measured layer's ``call`` is wrapped (:class:`Taps`) so
 that, while a forward pass is being recorded, its output tensor is kept. The
@@ -127,31 +127,6 @@ def slope(fn, s):
         g.watch(s)
         z = fn(s)
     return g.gradient(z, s)
-
-
-def histogram(x, lo, hi, bins: int):
-    """Counts of the finite entries of ``x`` over ``bins`` equal bins on [lo, hi];
-    values outside go to the edge bins."""
-    vals, _ = _finite_part(x)
-    hi = tf.maximum(hi, lo + 1e-12)
-    return tf.histogram_fixed_width(vals, tf.stack([lo, hi]), nbins=bins, dtype=tf.int32)
-
-
-def robust_range(xs: Sequence[Any], tail: float = 0.1):
-    """[min of the layers' p(tail), max of their p(100-tail)]: one common axis for a set of
-    layers (the paper draws every layer on the same axis), ignoring extreme outliers."""
-    los, his = [], []
-    for x in xs:
-        vals, _ = _finite_part(x)
-        s = tf.sort(vals)
-        lo, hi = tf.cond(
-            tf.size(s) > 0,
-            lambda: tuple(_quantiles(s, (tail, 100.0 - tail))),
-            lambda: (tf.constant(0.0), tf.constant(0.0)),
-        )
-        los.append(lo)
-        his.append(hi)
-    return tf.reduce_min(tf.stack(los)), tf.reduce_max(tf.stack(his))
 
 
 def main_kernel(layer):
