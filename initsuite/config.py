@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 @dataclass
 class DatasetConfig:
     name: str = "synthetic"  # mnist | fashion_mnist | cifar10 | synthetic
-    source: str = "tfds"  # tfds | files (ignored for synthetic)
+    source: str = "auto"  # auto | tfds | files | embedded (ignored for synthetic); see initsuite.data
     path: Optional[str] = None  # folder with the standard distribution files (source=files)
     data_dir: Optional[str] = None  # tfds data_dir; None = tfds default (~/tensorflow_datasets)
     valid_size: int = 10000  # examples of the official train split held out for validation

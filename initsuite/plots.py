@@ -188,6 +188,9 @@ def save(fig: Figure, out_dir: Path, name: str, formats: Sequence[str] = FORMATS
 SLICE_COLUMNS = ["dataset", "model", "width", "optimizer", "lr", "batch_size", "epochs"]
 
 
+DATA_SOURCE_LABELS = {"embedded": "embedded 10k sample", "tfds": "full, tfds", "files": "full, files"}
+
+
 def describe(df: pd.DataFrame) -> str:
     """'fashion_mnist, mlp 5x1000, sgd lr 0.05, batch 10' from a table's config columns."""
     parts = []
@@ -202,7 +205,10 @@ def describe(df: pd.DataFrame) -> str:
 
     dataset, model, depth, width = one("dataset"), one("model"), one("depth"), one("width")
     if dataset is not None:
-        parts.append(str(dataset))
+        source = one("data_source")
+        # A result must never look like full MNIST when it came from the 10k-digit sample.
+        parts.append(f"{dataset} [{DATA_SOURCE_LABELS.get(str(source), source)}]"
+                     if source is not None and str(source) != "synthetic" else str(dataset))
     if model is not None:
         parts.append(f"{model} {depth}x{width}" if depth is not None and width is not None else str(model))
     opt, lr, bs = one("optimizer"), one("lr"), one("batch_size")

@@ -109,6 +109,8 @@ def write_report(sweep_dir: Path, tables: Dict[str, pd.DataFrame], figures: Sequ
     experiments = ", ".join(sorted(set(runs.experiment.astype(str)))) if len(runs) else "?"
     counts = runs.status.value_counts().to_dict() if len(runs) else {}
     datasets = ", ".join(sorted(set(runs.dataset.astype(str)))) if len(runs) else "?"
+    if "data" in runs.columns and runs["data"].notna().any():  # e.g. "MNIST: embedded 10k-digit sample (...)"
+        datasets = "; ".join(sorted(set(runs["data"].dropna().astype(str))))
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>initsuite: {e(experiments)}</title>",
              f"<style>{CSS}</style></head><body>",
              f"<h1>initsuite sweep: {e(experiments)}</h1>",

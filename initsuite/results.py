@@ -40,7 +40,7 @@ TABLE_COLUMNS = {
 
 
 # Config columns every collected table carries (DESIGN.md), from a resolved config dict.
-CONFIG_COLUMNS = ["experiment", "dataset", "model", "depth", "width", "init", "init_name", "activation",
+CONFIG_COLUMNS = ["experiment", "dataset", "data_source", "model", "depth", "width", "init", "init_name", "activation",
                   "optimizer", "lr", "batch_size", "epochs", "seed"]
 
 
@@ -51,6 +51,8 @@ def config_columns(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "experiment": cfg.get("experiment"),
         "dataset": cfg.get("dataset", {}).get("name"),
+        "data_source": cfg.get("dataset", {}).get("source") if cfg.get("dataset", {}).get("name") != "synthetic"
+        else "synthetic",
         "model": model.get("name") if model.get("name") != "custom" else (model.get("builder") or "custom"),
         "depth": model.get("depth"),
         "width": model.get("width"),

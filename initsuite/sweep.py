@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import fcntl
 import functools
+import json
 import os
 import socket
 import subprocess
@@ -46,7 +47,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from initsuite import progress
+from initsuite import data, progress
 from initsuite.results import (CONFIG_COLUMNS, FINISHED, TABLE_COLUMNS, RunDir, atomic_write_table,
                                config_columns, empty_table, run_id)
 
@@ -61,8 +62,10 @@ JOBS_PER_GPU = 2  # the suite's nets are small: a second job keeps a GPU busy wh
 RUN_FIELDS = ["status", "first_nonfinite_step", "first_nonfinite_layer", "first_nonfinite_phase",
               "first_nonfinite_tensor",
               *[f"final_{split}_{metric}" for split in ("train", "valid", "test") for metric in ("loss", "error")],
-              "steps", "total_steps", "wall_s", "train_s", "device", "host", "started", "updated", "error"]
-_INT_FIELDS = ("first_nonfinite_step", "steps", "total_steps")
+              "steps", "total_steps", "wall_s", "train_s", "device", "host", "started", "updated", "error",
+              "data", "n_train", "n_valid", "n_test"]
+_INT_FIELDS = ("first_nonfinite_step", "steps", "total_steps", "n_train", "n_valid", "n_test")
+DATA_SOURCES_NAME = "data_sources.json"  # <sweep>/: dataset -> source resolved once, before the first run
 
 
 # --------------------------------------------------------------------------- the command line
@@ -272,6 +275,10 @@ def run_one(cfg: DictConfig, sweep_dir: Path, key: Optional[str] = None, quiet: 
     with open_dict(cfg):
         cfg.paths.runs = str(sweep_dir / "runs")
     try:
+        pinned = sweep_dir / DATA_SOURCES_NAME
+        if pinned.exists():  # the sweep resolved dataset.source=auto once, before its first run
+            with open_dict(cfg):
+                data.pin_sources(json.loads(pinned.read_text()), cfg.dataset)
         rdir = RunDir(sweep_dir / "runs" / run_id(OmegaConf.to_container(cfg, resolve=True)))
     except Exception as exc:  # a config that does not even resolve: no run folder to put it in
         outcome = dict(key=key, run_id=None, status="failed", skipped=False, error=f"{type(exc).__name__}: {exc}")
@@ -456,7 +463,7 @@ def format_summary(table: pd.DataFrame) -> str:
     return t[keep].to_string(index=False)
 
 
-def report(collected: Collected, name: Optional[str] = None, stream=None) -> str:
+def report(collected: Collected, name: Optional[str] = None, stream=None, report_path: Optional[Path] = None) -> str:
     """Print the end-of-sweep report; its last line is the sweep folder's path."""
     stream = stream or sys.stdout
     runs = collected["runs"]
@@ -477,6 +484,8 @@ def report(collected: Collected, name: Optional[str] = None, stream=None) -> str
     if collected.skipped:
         lines.append(f"skipped {len(collected.skipped)} broken run folders:")
         lines += [f"  {folder}: {why}" for folder, why in collected.skipped]
+    if report_path is not None:
+        lines.append(f"report: {report_path} (figures in {Path(report_path).parent / 'figures'})")
     lines.append(f"tables: {', '.join(f'{t}.parquet' for t in TABLES)} in")
     lines.append(str(collected.sweep_dir))
     text = "\n".join(lines)

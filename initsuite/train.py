@@ -78,6 +78,21 @@ def validate(cfg) -> None:
         raise ConfigError(f"probes.every must be >= 1, got {cfg.probes.every}")
 
 
+def pin_data_source(cfg, resolutions: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
+    """Replace ``dataset.source=auto`` by the source it stands for (given, or resolved here), so that
+    the run's config, id and tables name the data actually used."""
+    from omegaconf import open_dict
+
+    from initsuite import data as data_mod
+
+    if str(cfg.dataset.source) != "auto" or cfg.dataset.name == "synthetic":
+        return
+    if resolutions is None:
+        resolutions = {str(cfg.dataset.name): data_mod.resolve_source(cfg.dataset).as_dict()}
+    with open_dict(cfg):
+        data_mod.pin_sources(resolutions, cfg.dataset)
+
+
 def run_dir_for(cfg) -> RunDir:
     return RunDir(Path(cfg.paths.runs).expanduser().resolve() / run_id(as_container(cfg)))
 
@@ -86,6 +101,7 @@ def run(cfg) -> RunResult:
     """Train one configured run and write its folder. A run whose folder already says
     ``done`` or ``diverged`` is not redone unless ``force=true``."""
     validate(cfg)
+    pin_data_source(cfg)
     container = as_container(cfg)
     rid = run_id(container)
     rdir = RunDir(Path(cfg.paths.runs).expanduser().resolve() / rid)
@@ -302,6 +318,9 @@ class Trainer:
             "steps_per_epoch": self.steps_per_epoch,
             "train_s": train_s,
             "device": self.device,
+            "data": self.data.description,
+            "data_source": self.data.source,
+            **self.data.sizes,
             "layers": [p.name for p in self.built.points],
             "reinitialized": list(self.built.reinitialized),
             "init_info": self.init_info,
@@ -409,6 +428,9 @@ def print_summary(result: RunResult) -> None:
     info = result.info
     lines = [f"[initsuite] run {result.run_id}: {result.status} after {info.get('steps', '?')} steps "
              f"on {info.get('device', '?')} ({info.get('wall_s', 0):.1f} s)"]
+    if info.get("data"):
+        lines.append(f"  data: {info['data']}, {info.get('n_train')} train / {info.get('n_valid')} valid / "
+                     f"{info.get('n_test')} test examples")
     if len(ls):
         want = {("activation", "std"): "act std", ("backprop_grad", "var"): "dC/ds var",
                 ("weight_grad", "var"): "dC/dW var", ("activation", "saturated_frac"): "saturated"}
