@@ -11,7 +11,7 @@ SWEEP ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep collect paper figures report tensorboard bench test clean
+.PHONY: help install run sweep collect paper figures report tensorboard bench test docs-figure clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,34 +25,35 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP) ## one instrumented run: make run ARGS='dataset=synthetic init=standard model.depth=5'
-	$(PY) experiments/run.py $(ARGS)
+	$(PY) -m initsuite run $(ARGS)
 
 sweep: $(STAMP) ## the main job: a resumable sweep; make sweep EXP=<preset in conf/experiment/> ARGS='<overrides>'
-	$(PY) experiments/sweep.py +experiment=$(EXP) $(ARGS)
+	$(PY) -m initsuite sweep +experiment=$(EXP) $(ARGS)
 
 collect: $(STAMP) ## gather a sweep's run folders into its tables: make collect SWEEP=<folder>
-	$(PY) experiments/collect.py $(SWEEP)
+	$(PY) -m initsuite collect $(SWEEP)
 
 paper: $(STAMP) ## reproduce Glorot & Bengio 2010 (figures + Table 1); PAPER_SCALE=full for the paper's schedule
-	@set -eo pipefail; scale="$$($(PY) experiments/paper.py --overrides '$(PAPER_SCALE)')"; \
-	$(MAKE) --no-print-directory sweep EXP=glorot2010 ARGS="$$scale $(ARGS)"; \
-	sweep="$$($(MAKE) --no-print-directory sweep EXP=glorot2010 \
-		ARGS="$$scale $$($(PY) experiments/paper.py --fig2-overrides) $(ARGS)" | tee /dev/stderr | tail -n 1)"; \
-	$(PY) experiments/paper.py "$$sweep"
+	$(PY) -m initsuite paper $(if $(PAPER_SCALE),--scale $(PAPER_SCALE)) $(ARGS)
 
 figures: $(STAMP) ## redraw a sweep's figures and report from its tables: make figures SWEEP=<folder>
-	$(PY) experiments/figures.py $(SWEEP)
+	$(PY) -m initsuite figures $(SWEEP)
 
 report: figures ## the same as make figures: <SWEEP>/report.html with every figure embedded
 
 tensorboard: $(STAMP) ## write TensorBoard event files from a sweep's tables: make tensorboard SWEEP=<folder>
-	$(PY) experiments/tensorboard.py $(SWEEP)
+	$(PY) -m initsuite tensorboard $(SWEEP)
 
 bench: $(STAMP) ## the instrumentation's cost against plain Keras (results/bench/); BENCH_QUICK=1 for a smoke run
-	$(PY) experiments/bench.py $(if $(BENCH_QUICK),--quick) $(ARGS)
+	$(PY) -m initsuite bench $(if $(BENCH_QUICK),--quick) $(ARGS)
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q $(ARGS)
+
+docs-figure: $(STAMP) ## redraw docs/headline.png (the README's figure) from the default sweep (runs it if needed)
+	test -f results/sweeps/$(EXP)/runs.parquet || $(MAKE) --no-print-directory sweep EXP=$(EXP)
+	$(PY) -m initsuite figures results/sweeps/$(EXP) >/dev/null
+	cp results/sweeps/$(EXP)/figures/variance_at_init.png docs/headline.png
 
 clean: ## remove generated results (keeps results/README.md) and caches
 	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,21 +1,11 @@
 """What initsuite's instrumentation costs against plain Keras: throughput, peak memory,
-FLOP/s against the matmul peak, sweep speed-up, XLA / mixed-precision statistics.
-Writes results/bench/bench.json and bench.md.
 
-    make bench                       # the full benchmark (several minutes on 2 cores)
-    make bench BENCH_QUICK=1         # a smoke test: MLP cases, one repetition
-    python experiments/bench.py --cases mlp_b128 --reps 5 --no-sweep
+Kept for `python experiments/bench.py ...`; the same as `initsuite bench ...` (initsuite/cli.py).
 """
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# This folder holds tensorboard.py, which would shadow the tensorboard package that
-# Keras' TensorBoard callback (one of the compared variants) imports.
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-from initsuite.bench import main  # noqa: E402
+from initsuite.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["bench", *sys.argv[1:]])

@@ -1,20 +1,11 @@
 """One instrumented training run.
 
-    make run ARGS='dataset=synthetic init=standard activation=tanh model.depth=5'
-    python experiments/run.py init=he_normal activation=relu model.depth=10
+Kept for `python experiments/run.py ...`; the same as `initsuite run ...` (initsuite/cli.py).
 """
 
-import hydra
-from omegaconf import DictConfig
+import sys
 
-import initsuite.config  # noqa: F401  (registers the typed schema)
-from initsuite.train import run_cli
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    run_cli(cfg)
-
+from initsuite.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["run", *sys.argv[1:]])

@@ -1,26 +1,11 @@
 """A resumable sweep over a preset's grid (conf/experiment/<preset>.yaml), collected into tables.
 
-    make sweep                                   # the default preset
-    make sweep EXP=smoke ARGS='model.depth=1,2'  # any preset; ARGS adds or narrows axes
-    python experiments/sweep.py +experiment=tn_vs_xavier hydra/launcher=slurm
-
-The last line printed is the sweep folder, <paths.results>/sweeps/<experiment>/.
+Kept for `python experiments/sweep.py ...`; the same as `initsuite sweep ...` (initsuite/cli.py).
 """
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
-
-import initsuite.config  # noqa: F401  (registers the typed schema)
-from initsuite.sweep import sweep_argv, sweep_job
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> dict:
-    return sweep_job(cfg)
-
+from initsuite.cli import main
 
 if __name__ == "__main__":
-    sys.argv = sweep_argv(sys.argv)  # --multirun, +experiment=default, hydra/callbacks=sweep
-    main()
+    main(["sweep", *sys.argv[1:]])

@@ -10,7 +10,19 @@ from omegaconf import DictConfig
 
 import initsuite.config  # noqa: F401  (registers the typed schema with ConfigStore)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def _conf_dir() -> Path:
+    """The Hydra configs: ``initsuite/conf`` in an installed copy (package data), ``conf/`` in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"initsuite's configs are missing: neither {here / 'conf'} nor {here.parent / 'conf'} "
+                            "holds config.yaml (a broken install?)")
+
+
+CONF_DIR = _conf_dir()
 
 
 def compose(overrides: Optional[Iterable[str]] = None, config_name: str = "config",
