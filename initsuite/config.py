@@ -51,6 +51,7 @@ class InitConfig:
     maxval: Optional[float] = None
     value: Optional[float] = None  # constant
     gain: float = 1.0  # orthogonal; multiplier for variance-scaling inits
+    variance_norm: Optional[str] = None  # caffe_xavier / caffe_msra: fan_in (Caffe's default) | fan_out | average
     bias: float = 0.0  # constant value every bias starts at (the TF tutorial used 0.1)
     tol: float = 0.1  # lsuv: stop a layer when |Var[output] - 1| < tol (Mishkin & Matas' reference code)
     max_iter: int = 10  # lsuv: at most this many rescalings per layer
