@@ -37,6 +37,7 @@ class ModelConfig:
     width: int = 1000  # units (mlp) or channels (cnn)
     pool_every: int = 2  # cnn: 2x2 max-pool after every k-th conv (while the map is > 1 px)
     head_width: int = 0  # cnn: units of the dense layer before the classifier (0 = none)
+    dropout: float = 0.0  # tf_deep_mnist: dropout rate before the classifier (the tutorial: 0.5)
     builder: Optional[str] = None  # custom: "package.module:function"
     kwargs: Dict[str, Any] = field(default_factory=dict)  # custom: extra builder arguments
 
