@@ -261,6 +261,9 @@ _add(InitSpec(
 # so scale * _KERAS_TN_SD**2 gives back the *uncorrected* stddev sqrt(scale / n) that TF1 drew.
 _KERAS_TN_SD = 0.87962566103423978
 CAFFE_VARIANCE_NORMS = ("fan_in", "fan_out", "average")  # FillerParameter.VarianceNorm, lower-cased
+# The registry entries of this section (initsuite.answer opens a report with its answer when a sweep has one).
+CAFFE_TO_TF_THREAD = ("caffe_xavier", "caffe_msra", "caffe_gaussian", "tf_contrib_xavier", "tf_contrib_xavier_normal",
+                      "prettytensor_xavier_normal")
 
 
 def caffe_shape(shape: Sequence[int]) -> tuple[int, ...]:
