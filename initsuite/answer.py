@@ -203,7 +203,7 @@ def _trains_like(label: str, runs: pd.DataFrame, ls: pd.DataFrame) -> Optional[C
     errs["delta_points"] = 100 * (errs.test_error - ref.test_error)
     errs["step0_act_log10_distance"] = [
         _log_distance(step0_per_layer(ls, runs[runs.init == i].run_id), ref_stats) for i in errs.init]
-    errs["trains_like_caffe_xavier"] = errs.test_error.sub(ref.test_error).abs() <= tol
+    errs["trains_like_caffe_xavier"] = errs.test_error <= ref.test_error + tol  # as well or better
     others = errs[errs.init != REFERENCE]
     like = others[others.trains_like_caffe_xavier].sort_values("test_error")
     unlike = others[~others.trains_like_caffe_xavier].sort_values("test_error", na_position="last")
@@ -214,20 +214,22 @@ def _trains_like(label: str, runs: pd.DataFrame, ls: pd.DataFrame) -> Optional[C
         div = f", {r.diverged}/{r.runs} diverged" if r.diverged else ""
         return f"{r.init} {_pct(r.test_error)}{div}"
 
-    tf_side = others[~others.init.isin([i for i in CAFFE_TO_TF_THREAD if i.startswith("caffe_")])]
-    tf_like = tf_side[tf_side.trains_like_caffe_xavier]
+    tf_side = others[~others.init.isin([i for i in CAFFE_TO_TF_THREAD if i.startswith("caffe_")])
+                     & others.test_error.notna()]
     pick = None
-    if len(tf_like):
-        pick = tf_like.assign(_d=tf_like.step0_act_log10_distance.fillna(np.inf),
-                              _e=tf_like.delta_points.abs()).sort_values(["_e", "_d"]).iloc[0]
-    text = (f"On {label}, caffe_xavier reached {_pct(ref.test_error)} test error (mean of {int(ref.runs)} seeds). "
-            f"Within {100 * tol:.1f} points of it: {', '.join(describe(r) for r in like.itertuples()) or 'none'}. "
-            f"Not: {', '.join(describe(r) for r in unlike.itertuples()) or 'none'}.")
+    if len(tf_side):
+        pick = tf_side.assign(_d=tf_side.step0_act_log10_distance.fillna(np.inf),
+                              _e=tf_side.delta_points.abs()).sort_values(["_e", "_d"]).iloc[0]
+    seeds = int(ref.runs)
+    text = (f"On {label}, caffe_xavier reached {_pct(ref.test_error)} test error (mean of {seeds} "
+            f"seed{'s' if seeds != 1 else ''}). As well or better (at most {100 * tol:.1f} points worse): "
+            f"{', '.join(describe(r) for r in like.itertuples()) or 'none'}. "
+            f"Worse: {', '.join(describe(r) for r in unlike.itertuples()) or 'none'}.")
     if pick is not None:
-        text += (f" The TensorFlow-side initializer closest to it is {pick.init} ({pick.delta_points:+.1f} points; "
-                 f"step-0 activation variances within a factor {10 ** pick.step0_act_log10_distance:.2g} per layer"
-                 f" on average).") if np.isfinite(pick.step0_act_log10_distance) else \
-                (f" The TensorFlow-side initializer closest to it is {pick.init} ({pick.delta_points:+.1f} points).")
+        near = "" if abs(pick.delta_points) <= 100 * tol else f", more than {100 * tol:.1f} points away"
+        text += f" The TensorFlow-side initializer closest to it is {pick.init} ({pick.delta_points:+.2f} points{near}"
+        text += (f"; step-0 activation variances within a factor {10 ** pick.step0_act_log10_distance:.2g} per "
+                 f"layer on average)." if np.isfinite(pick.step0_act_log10_distance) else ").")
     evidence = {"reference_error": float(ref.test_error), "tolerance": tol, "like": list(like.init),
                 "unlike": list(unlike.init), "closest_tf": None if pick is None else str(pick.init),
                 "errors": dict(zip(errs.init, errs.test_error))}
@@ -247,16 +249,12 @@ def _xavier_vs_glorot(label: str, runs: pd.DataFrame, ls: pd.DataFrame) -> Optio
     for c in ("weight", "activation", "backprop_grad"):
         t[f"{c}_var_ratio"] = (m[f"{c}_glorot"] / m[f"{c}_xavier"]).to_numpy()
     w = t.weight_var_ratio.dropna()
-    parts = [f"On {label} at step 0, glorot_uniform's weights have "
-             + ", ".join(f"{r.layer} {r.weight_var_ratio:.3g}x" for r in t.itertuples() if np.isfinite(r.weight_var_ratio))
-             + " caffe_xavier's variance"]
-    a = t.dropna(subset=["activation_var_ratio"])
-    if len(a):
-        parts.append("activation variance " + ", ".join(f"{r.layer} {r.activation_var_ratio:.3g}x" for r in a.itertuples()))
-    b = t.dropna(subset=["backprop_grad_var_ratio"])
-    if len(b):
-        parts.append("back-propagated gradient variance " + ", ".join(
-            f"{r.layer} {r.backprop_grad_var_ratio:.3g}x" for r in b.itertuples()))
+    parts = [f"On {label} at step 0, glorot_uniform's weights have {_runs_of(t, 'weight_var_ratio')} "
+             f"caffe_xavier's variance"]
+    if t.activation_var_ratio.notna().any():
+        parts.append(f"activation variance {_runs_of(t, 'activation_var_ratio')}")
+    if t.backprop_grad_var_ratio.notna().any():
+        parts.append(f"back-propagated gradient variance {_runs_of(t, 'backprop_grad_var_ratio')}")
     differs = bool(len(w) and (np.abs(np.log(w)) > math.log(1.1)).any())
     verdict = ("Caffe's xavier is LeCun-uniform (Var 1/fan_in), not Glorot's 2/(fan_in+fan_out): porting it as "
                "glorot_uniform changes every layer whose fan-in and fan-out differ; its exact TensorFlow equivalent "
@@ -266,6 +264,18 @@ def _xavier_vs_glorot(label: str, runs: pd.DataFrame, ls: pd.DataFrame) -> Optio
                 "activation_var_ratio": dict(zip(t.layer, t.activation_var_ratio)),
                 "backprop_grad_var_ratio": dict(zip(t.layer, t.backprop_grad_var_ratio)), "differs": differs}
     return Claim("xavier_vs_glorot", label, "; ".join(parts) + ". " + verdict, evidence, t)
+
+
+def _runs_of(t: pd.DataFrame, col: str, rel: float = 0.03) -> str:
+    """'conv_00 0.0952x, dense_01-dense_09 1x': per layer, consecutive layers within ``rel`` merged."""
+    d = t.dropna(subset=[col])
+    groups: List[List] = []
+    for layer, v in zip(d.layer, d[col]):
+        if groups and abs(v / groups[-1][2] - 1.0) <= rel:
+            groups[-1][1] = layer
+        else:
+            groups.append([layer, layer, v])
+    return ", ".join(f"{a}{'' if a == b else '-' + b} {v:.3g}x" for a, b, v in groups)
 
 
 def _truncated_normal(label: str, runs: pd.DataFrame, ls: pd.DataFrame) -> List[Claim]:
@@ -392,6 +402,33 @@ def answer(tables: Mapping[str, pd.DataFrame]) -> Answer:
         if c:
             claims.append(c)
     return Answer(claims)
+
+
+FIGURE_NAME = "answer_variance_by_layer"
+
+
+def figures(tables: Mapping[str, pd.DataFrame], out_dir, formats: Sequence[str] = ("png", "pdf")) -> list:
+    """The answer's figure, first in the report: per-layer variance of activations and back-propagated
+    gradients at step 0, the truncated normals against caffe_xavier and glorot_uniform, on the deepest
+    MLP of the sweep (else every net), one column per activation. Empty when nothing to draw."""
+    from initsuite import plots
+
+    runs, ls = tables.get("runs"), tables.get("layer_stats")
+    if not applies(runs) or ls is None or not len(ls) or "init" not in ls.columns:
+        return []
+    keep = set(runs.init[(runs.get("init_name", runs.init) == TRUNCATED) | runs.init.isin([REFERENCE, GLOROT])])
+    d = ls[ls.init.isin(keep)]
+    if "model" in d.columns and (d.model == "mlp").any():
+        d = d[d.model == "mlp"]
+    if not len(d) or not (d.tensor == "activation").any():
+        return []
+    fig = plots.layer_profile(d, title=f"truncated_normal against Xavier: per-layer variance at step 0\n"
+                                       f"({plots.describe(d)})")
+    return [plots.FigureFile(FIGURE_NAME, "The answer: truncated_normal against Xavier, per layer",
+                             "Variance of activations and back-propagated gradients dC/ds per hidden layer before "
+                             "any update: TensorFlow's truncated normals (fixed stddev) against Caffe's xavier and "
+                             "glorot_uniform (log scale; band = min to max over seeds).",
+                             plots.save(fig, out_dir, FIGURE_NAME, formats), group="answer")]
 
 
 def write(tables: Mapping[str, pd.DataFrame], sweep_dir) -> Optional[str]:

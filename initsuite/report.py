@@ -166,7 +166,7 @@ def write_report(sweep_dir: Path, tables: Dict[str, pd.DataFrame], figures: Sequ
                                    "paper_same_dataset": "paper: same dataset"})
         parts.append(_table_html(t, "{:.2f}"))
 
-    group_titles = {"paper": "The paper's figures", "comparison": "Comparison figures",
+    group_titles = {"answer": "The answer's figure", "paper": "The paper's figures", "comparison": "Comparison figures",
                     "theory": "Theory beside measurement"}
     current = None
     for f in figures:
@@ -215,11 +215,12 @@ def build(sweep_dir: Path, tables: Optional[Dict[str, pd.DataFrame]] = None,
         t1 = paper.table1(tables["runs"], tables["metrics"])
         paper.write_table1(t1, sweep_dir, scale)
         claims = paper.checks(tables)
+    from initsuite import answer  # the Caffe -> TensorFlow question, when the sweep has its initializers
+
+    figures = answer.figures(tables, fig_dir, formats) + figures
     figures += plots.comparison_figures(tables, fig_dir, formats)
     if theory:
         figures += theory_figures(tables, fig_dir, formats)
-    from initsuite import answer  # the Caffe -> TensorFlow question, when the sweep has its initializers
-
     return write_report(sweep_dir, tables, figures, t1, claims, scale, ranking=_ranking(tables),
                         opening=answer.write(tables, sweep_dir))
 

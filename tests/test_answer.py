@@ -77,6 +77,8 @@ def test_which_init_trains_like_caffe_xavier_follows_the_errors():
     c2 = _one(answer.answer(_tables(swapped)), "trains_like")
     assert c2.evidence["like"] == ["glorot_uniform"] and c2.evidence["closest_tf"] == "glorot_uniform"
     assert "he_normal" in c2.evidence["unlike"]
+    better = _one(answer.answer(_tables({**BASE, "glorot_uniform": 0.005})), "trains_like")  # better counts too
+    assert better.evidence["like"] == ["glorot_uniform", "he_normal"] and better.evidence["closest_tf"] == "he_normal"
 
 
 def test_xavier_vs_glorot_ratios_are_the_tables():
