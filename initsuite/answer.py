@@ -6,9 +6,10 @@
 :func:`answer` reads the collected tables (``runs``, ``layer_stats``, ``metrics``, ``events``;
 see :mod:`initsuite.sweep`) and returns :class:`Claim` s, each with the numbers it rests on:
 
-* ``trains_like`` -- per net: which initializers reach caffe_xavier's final test error (seed means,
-  within ``max(MATCH_POINTS, 2 sd)`` percentage points), which do not, and the TensorFlow-side one
-  closest to it (by error, then by the step-0 per-layer activation variances).
+* ``trains_like`` -- per net: which initializers train it as well as caffe_xavier or better (seed-mean
+  final test error at most ``max(MATCH_POINTS, 2 sd of caffe_xavier's)`` percentage points worse; the
+  mean is over the runs that finished, diverged runs are counted beside it), which do not, and the
+  TensorFlow-side one closest to it (by error, then by the step-0 per-layer activation variances).
 * ``xavier_vs_glorot`` -- per net: glorot_uniform / caffe_xavier ratios of the step-0 variance of the
   weights, activations and back-propagated gradients dC/ds, layer by layer. Caffe's xavier filler
   has Var[W] = 1/fan_in, Glorot's 2/(fan_in + fan_out): equal only where fan_in = fan_out.
@@ -40,7 +41,7 @@ from initsuite.initializers import CAFFE_TO_TF_THREAD, TRUNCATED_VARIANCE_FACTOR
 REFERENCE = "caffe_xavier"  # what the Caffe net was trained with
 GLOROT = "glorot_uniform"  # what "Xavier" is called in Keras / TF2
 TRUNCATED = "truncated_normal"  # registry name of every fixed-stddev truncated normal preset
-MATCH_POINTS = 1.0  # test-error points (%) within which an init "trains like" caffe_xavier (at least)
+MATCH_POINTS = 1.0  # test-error points (%) an init may be worse than caffe_xavier and still "train like" it
 # Config columns that tell nets apart (all but init and seed: only seeds are averaged).
 NET_COLUMNS = ("dataset", "model", "depth", "width", "activation", "optimizer", "lr", "batch_size", "epochs")
 QUESTION = ("I am migrating my Caffe network to TensorFlow, but it does not have Xavier initialization. "
