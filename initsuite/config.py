@@ -37,6 +37,7 @@ class ModelConfig:
     width: int = 1000  # units (mlp) or channels (cnn)
     pool_every: int = 2  # cnn: 2x2 max-pool after every k-th conv (while the map is > 1 px)
     head_width: int = 0  # cnn: units of the dense layer before the classifier (0 = none)
+    dropout: float = 0.0  # tf_deep_mnist: dropout rate before the classifier (the tutorial: 0.5)
     builder: Optional[str] = None  # custom: "package.module:function"
     kwargs: Dict[str, Any] = field(default_factory=dict)  # custom: extra builder arguments
 
@@ -51,6 +52,7 @@ class InitConfig:
     maxval: Optional[float] = None
     value: Optional[float] = None  # constant
     gain: float = 1.0  # orthogonal; multiplier for variance-scaling inits
+    variance_norm: Optional[str] = None  # caffe_xavier / caffe_msra: fan_in (Caffe's default) | fan_out | average
     bias: float = 0.0  # constant value every bias starts at (the TF tutorial used 0.1)
     tol: float = 0.1  # lsuv: stop a layer when |Var[output] - 1| < tol (Mishkin & Matas' reference code)
     max_iter: int = 10  # lsuv: at most this many rescalings per layer

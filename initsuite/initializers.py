@@ -147,7 +147,9 @@ _add(_variance_scaling(
     "glorot_uniform_sigmoid4", 16.0, "fan_avg", "uniform",
     "4 x glorot_uniform for sigmoid: W ~ U[-4 sqrt(6/(n_in+n_out)), +4 sqrt(6/(n_in+n_out))], "
     "Var[W] = 32/(n_in+n_out). From the Theano deep-learning tutorial (code by Glorot, 2010), "
-    "since sigmoid'(0) = 1/4 where tanh'(0) = 1. Not in the paper.",
+    "since sigmoid'(0) = 1/4 where tanh'(0) = 1. Not in the paper. The hand-written "
+    "`xavier_init(fan_in, fan_out, constant=4)` of the Caffe -> TensorFlow thread is this init "
+    "(preset conf/init/xavier_sigmoid4.yaml).",
 ))
 
 
@@ -247,6 +249,137 @@ _add(InitSpec(
     lambda fi, fo, cfg: 0.0, lambda cfg: 0.0,
     "Every weight 0: hidden units stay symmetric and no gradient reaches the lower layers.",
     random=False,
+))
+
+
+# --------------------------------------------------------------------------- the Caffe -> TensorFlow thread
+# The initializers someone migrating a Caffe net to TensorFlow chooses between ("Caffe has Xavier,
+# TensorFlow does not; truncated_normal trains worse"). Caffe's fillers (include/caffe/filler.hpp)
+# read their fans from the blob: fan_in = count / num_outputs, fan_out = count / num_inputs.
+
+# Keras' VarianceScaling divides a truncated normal's stddev by this (the sd of N(0,1) cut at 2 sd),
+# so scale * _KERAS_TN_SD**2 gives back the *uncorrected* stddev sqrt(scale / n) that TF1 drew.
+_KERAS_TN_SD = 0.87962566103423978
+CAFFE_VARIANCE_NORMS = ("fan_in", "fan_out", "average")  # FillerParameter.VarianceNorm, lower-cased
+# The registry entries of this section (initsuite.answer opens a report with its answer when a sweep has one).
+CAFFE_TO_TF_THREAD = ("caffe_xavier", "caffe_msra", "caffe_gaussian", "tf_contrib_xavier", "tf_contrib_xavier_normal",
+                      "prettytensor_xavier_normal")
+
+
+def caffe_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """A Keras kernel shape in Caffe's blob layout: dense (n_in, n_out) -> (n_out, n_in),
+    conv (k_h, k_w, C_in, C_out) -> (C_out, C_in, k_h, k_w)."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2:
+        return shape
+    return (shape[-1], shape[-2], *shape[:-2])
+
+
+def caffe_fans(blob_shape: Sequence[int]) -> tuple[int, int]:
+    """(fan_in, fan_out) as Caffe's XavierFiller / MSRAFiller compute them from a blob:
+    fan_in = count / shape[0], fan_out = count / shape[1] (so C_in k_h k_w and C_out k_h k_w)."""
+    blob_shape = tuple(int(s) for s in blob_shape)
+    count = math.prod(blob_shape)
+    return count // blob_shape[0], count // (blob_shape[1] if len(blob_shape) > 1 else 1)
+
+
+def _caffe_norm(cfg: Any) -> str:
+    """``init.variance_norm`` (default fan_in, Caffe's FAN_IN); an unknown one lists the valid ones."""
+    norm = str((getattr(cfg, "variance_norm", None) if cfg is not None else None) or "fan_in").lower()
+    if norm not in CAFFE_VARIANCE_NORMS:
+        raise ValueError(f"Unknown init.variance_norm {norm!r}. Valid: {', '.join(CAFFE_VARIANCE_NORMS)} "
+                         f"(Caffe's FillerParameter FAN_IN, FAN_OUT, AVERAGE).")
+    return norm
+
+
+def _caffe_n(fan_in: float, fan_out: float, cfg: Any) -> float:
+    return {"fan_in": fan_in, "fan_out": fan_out, "average": (fan_in + fan_out) / 2.0}[_caffe_norm(cfg)]
+
+
+def _caffe_filler(name: str, scale: float, distribution: str, doc: str) -> InitSpec:
+    """Var[W] = scale / n, n = fan_in, fan_out or their average per ``init.variance_norm``
+    (Caffe's default FAN_IN), with Caffe's fans (:func:`caffe_fans`)."""
+    keras_mode = {"fan_in": "fan_in", "fan_out": "fan_out", "average": "fan_avg"}
+
+    def make(cfg, seed):
+        import keras
+
+        return keras.initializers.VarianceScaling(
+            scale=scale * _gain(cfg) ** 2, mode=keras_mode[_caffe_norm(cfg)], distribution=distribution, seed=seed)
+
+    def variance(fan_in, fan_out, cfg):
+        return scale * _gain(cfg) ** 2 / _caffe_n(fan_in, fan_out, cfg)
+
+    def shape_variance(shape, cfg):
+        return variance(*caffe_fans(caffe_shape(shape)), cfg)
+
+    return InitSpec(name, make, variance, lambda cfg: 0.0, doc, shape_variance=shape_variance)
+
+
+_add(_caffe_filler(
+    "caffe_xavier", 1.0, "uniform",
+    "Caffe's XavierFiller (filler.hpp; `weight_filler { type: \"xavier\" }`): W ~ U[-sqrt(3/n), +sqrt(3/n)], "
+    "Var[W] = 1/n, n = fan_in by default (FillerParameter.variance_norm = FAN_IN), fan_out or "
+    "(fan_in + fan_out)/2 with init.variance_norm = fan_out | average. The default is LeCun-uniform, "
+    "not Glorot's fan_avg: glorot_uniform equals caffe_xavier only with variance_norm=average.",
+))
+_add(_caffe_filler(
+    "caffe_msra", 2.0, "untruncated_normal",
+    "Caffe's MSRAFiller (He et al. 2015, arXiv 1502.01852): W ~ N(0, 2/n), untruncated, n = fan_in by "
+    "default (init.variance_norm as for caffe_xavier).",
+))
+
+
+def _caffe_gaussian_make(cfg, seed):
+    import keras
+
+    return keras.initializers.RandomNormal(mean=_param(cfg, "mean", 0.0),
+                                           stddev=_param(cfg, "stddev", 1.0) * _gain(cfg), seed=seed)
+
+
+_add(InitSpec(
+    "caffe_gaussian", _caffe_gaussian_make,
+    lambda fi, fo, cfg: (_param(cfg, "stddev", 1.0) * _gain(cfg)) ** 2,
+    lambda cfg: _param(cfg, "mean", 0.0),
+    "Caffe's GaussianFiller (`type: \"gaussian\"`): W ~ N(mean, std^2), untruncated, the same for every "
+    "layer whatever its fan; FillerParameter's default std is 1 (Caffe's MNIST LeNet example sets "
+    "xavier instead), the trap TF1's truncated_normal_initializer() default of 1.0 repeats.",
+))
+_add(_variance_scaling(
+    "tf_contrib_xavier", 1.0, "fan_avg", "uniform",
+    "TF1's tf.contrib.layers.xavier_initializer() (uniform=True, the default) = "
+    "variance_scaling_initializer(factor=1, mode='FAN_AVG', uniform=True): "
+    "W ~ U[-sqrt(6/(n_in+n_out)), +sqrt(6/(n_in+n_out))], Var[W] = 2/(n_in+n_out), as glorot_uniform.",
+))
+
+
+def _uncorrected_truncated(name: str, c: float, doc: str) -> InitSpec:
+    """A truncated normal (redrawn beyond 2 sd) with stddev sqrt(c / (n_in + n_out)), no variance
+    correction, as TF1 drew it: Var[W] = 0.7737 c / (n_in + n_out)."""
+    def make(cfg, seed):
+        import keras
+
+        # VarianceScaling(fan_avg) draws stddev sqrt(scale / ((n_in+n_out)/2)) / 0.8796: undo both.
+        return keras.initializers.VarianceScaling(scale=c / 2.0 * _KERAS_TN_SD ** 2 * _gain(cfg) ** 2,
+                                                  mode="fan_avg", distribution="truncated_normal", seed=seed)
+
+    def variance(fan_in, fan_out, cfg):
+        return c * _gain(cfg) ** 2 / (fan_in + fan_out) * TRUNCATED_VARIANCE_FACTOR
+
+    return InitSpec(name, make, variance, lambda cfg: 0.0, doc)
+
+
+_add(_uncorrected_truncated(
+    "tf_contrib_xavier_normal", 2.6,
+    "TF1's tf.contrib.layers.xavier_initializer(uniform=False) = variance_scaling_initializer(factor=1, "
+    "mode='FAN_AVG', uniform=False): truncated normal (2 sd) with stddev sqrt(1.3 * 2/(n_in+n_out)), "
+    "no truncation correction, so Var[W] = 0.7737 * 2.6/(n_in+n_out) ~ 2.01/(n_in+n_out).",
+))
+_add(_uncorrected_truncated(
+    "prettytensor_xavier_normal", 3.0,
+    "prettytensor's layers.xavier_init(n_inputs, n_outputs, uniform=False): "
+    "tf.truncated_normal_initializer(stddev=sqrt(3/(n_in+n_out))), no truncation correction, so "
+    "Var[W] = 0.7737 * 3/(n_in+n_out) ~ 2.32/(n_in+n_out). (uniform=True is glorot_uniform.)",
 ))
 
 

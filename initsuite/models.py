@@ -122,6 +122,83 @@ def build_cnn(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
     return _finish(cfg, model, points)
 
 
+# --------------------------------------------------------------------------- the nets of the Caffe -> TF thread
+# Fixed architectures: model.depth and model.width are not used (their presets give the real ones: 3 hidden
+# kernel layers, the fc layer's units).
+
+
+def _fixed_conv(cfg, i: int, filters: int, padding: str, act: bool):
+    """Conv2D(filters, 5x5, stride 1) ``conv_{i}`` -> ``act_{i}``: the run's activation, or the identity
+    where the original net has none (Caffe's LeNet), so every hidden layer has activation rows."""
+    import keras
+
+    conv = keras.layers.Conv2D(filters, 5, padding=padding, name=f"conv_{i:02d}", **_layer_kwargs(cfg, f"conv_{i:02d}"))
+    layer = (_activation_layer(cfg, f"act_{i:02d}") if act
+             else keras.layers.Activation("linear", name=f"act_{i:02d}"))
+    return conv, layer
+
+
+def _check_input(name: str, input_shape: Sequence[int], minimum: int) -> None:
+    h, w = int(input_shape[0]), int(input_shape[1])
+    if min(h, w) < minimum:
+        raise ValueError(f"model {name} needs images of at least {minimum}x{minimum} (it was made for MNIST's "
+                         f"28x28x1), got {h}x{w}; for synthetic data set dataset.image_shape=[28,28,1]")
+
+
+@MODELS.register("tf_deep_mnist")
+def build_tf_deep_mnist(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
+    """The classic TensorFlow "Deep MNIST for Experts" CNN (TF 1.x tutorial, mnist_deep.py):
+    conv 5x5x32 SAME -> f -> max-pool 2x2 -> conv 5x5x64 SAME -> f -> max-pool 2x2 -> flatten ->
+    fc 1024 -> f -> dropout(model.dropout; the tutorial's keep_prob 0.5 is dropout 0.5) -> fc 10 logits.
+    f is the run's activation (the tutorial's is ReLU). On 28x28x1: 3,274,634 parameters. The tutorial's
+    own init is truncated_normal(stddev=0.1) with biases 0.1: ``init=truncated_normal_tutorial``."""
+    import keras
+
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    h, points = inputs, []
+    for i, filters in enumerate((32, 64)):
+        conv, act = _fixed_conv(cfg, i, filters, "same", act=True)
+        h = keras.layers.MaxPooling2D(2, padding="same", name=f"pool_{i:02d}")(act(conv(h)))
+        points.append(ProbePoint(conv.name, conv, conv, act))
+    h = keras.layers.Flatten(name="flatten")(h)
+    fc = keras.layers.Dense(1024, name="dense_00", **_layer_kwargs(cfg, "dense_00"))
+    act = _activation_layer(cfg, "act_02")
+    h = act(fc(h))
+    points.append(ProbePoint(fc.name, fc, fc, act))
+    if float(cfg.model.dropout) > 0:
+        h = keras.layers.Dropout(float(cfg.model.dropout), seed=initializers.layer_seed(cfg.seed, "dropout"),
+                                 name="dropout")(h)
+    logits = keras.layers.Dense(num_classes, name="logits", **_layer_kwargs(cfg, "logits"))
+    points.append(ProbePoint("logits", logits, logits, None))
+    return _finish(cfg, keras.Model(inputs, logits(h), name="tf_deep_mnist"), points)
+
+
+@MODELS.register("caffe_lenet")
+def build_caffe_lenet(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
+    """Caffe's LeNet of its MNIST example (examples/mnist/lenet_train_test.prototxt): conv1 5x5x20 VALID
+    -> max-pool 2x2 -> conv2 5x5x50 VALID -> max-pool 2x2 -> ip1 500 -> ReLU -> ip2 10 logits. The convs
+    have no nonlinearity (identity ``act_00``/``act_01`` layers keep them measurable); f after ip1 is the
+    run's activation (Caffe's: ReLU). On 28x28x1: 431,080 parameters. Caffe's own init is
+    ``weight_filler { type: "xavier" }`` (``init=caffe_xavier``), biases 0."""
+    import keras
+
+    _check_input("caffe_lenet", input_shape, 16)
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    h, points = inputs, []
+    for i, filters in enumerate((20, 50)):
+        conv, act = _fixed_conv(cfg, i, filters, "valid", act=False)
+        h = keras.layers.MaxPooling2D(2, name=f"pool_{i:02d}")(act(conv(h)))
+        points.append(ProbePoint(conv.name, conv, conv, act))
+    h = keras.layers.Flatten(name="flatten")(h)
+    ip1 = keras.layers.Dense(500, name="dense_00", **_layer_kwargs(cfg, "dense_00"))
+    act = _activation_layer(cfg, "act_02")
+    h = act(ip1(h))
+    points.append(ProbePoint(ip1.name, ip1, ip1, act))
+    logits = keras.layers.Dense(num_classes, name="logits", **_layer_kwargs(cfg, "logits"))
+    points.append(ProbePoint("logits", logits, logits, None))
+    return _finish(cfg, keras.Model(inputs, logits(h), name="caffe_lenet"), points)
+
+
 def _finish(cfg, model, points) -> BuiltModel:
     spec, alpha = activations.from_config(cfg.activation)
     return BuiltModel(

@@ -101,8 +101,10 @@ code{background:#f3f3f3;padding:0 .2em}
 
 def write_report(sweep_dir: Path, tables: Dict[str, pd.DataFrame], figures: Sequence[FigureFile],
                  table1: Optional[pd.DataFrame] = None, claims: Optional[pd.DataFrame] = None,
-                 scale: Optional[str] = None, ranking: Optional[pd.DataFrame] = None) -> Path:
-    """Write ``<sweep_dir>/report.html`` from already drawn figures and computed tables."""
+                 scale: Optional[str] = None, ranking: Optional[pd.DataFrame] = None,
+                 opening: Optional[str] = None) -> Path:
+    """Write ``<sweep_dir>/report.html`` from already drawn figures and computed tables; ``opening``
+    (HTML, e.g. :func:`initsuite.answer.write`'s) comes first, before the contents."""
     sweep_dir = Path(sweep_dir)
     runs = tables["runs"]
     e = html.escape
@@ -118,6 +120,8 @@ def write_report(sweep_dir: Path, tables: Dict[str, pd.DataFrame], figures: Sequ
              f"{len(runs)} runs ({', '.join(f'{v} {e(str(k))}' for k, v in sorted(counts.items()))})"
              + (f"; paper scale <b>{e(scale)}</b>" if scale else "")
              + f"; {e(plots.describe(runs))}. Written {time.strftime('%Y-%m-%d %H:%M')}.</p>"]
+    if opening:
+        parts.append(opening)
     # contents: every figure listed here is embedded below (the tests check it)
     parts.append("<h2>Contents</h2><ol id='contents'>")
     parts.append("<li><a href='#summary'>Summary</a></li>")
@@ -164,7 +168,7 @@ def write_report(sweep_dir: Path, tables: Dict[str, pd.DataFrame], figures: Sequ
                                    "paper_same_dataset": "paper: same dataset"})
         parts.append(_table_html(t, "{:.2f}"))
 
-    group_titles = {"paper": "The paper's figures", "comparison": "Comparison figures",
+    group_titles = {"answer": "The answer's figure", "paper": "The paper's figures", "comparison": "Comparison figures",
                     "theory": "Theory beside measurement"}
     current = None
     for f in figures:
@@ -213,10 +217,14 @@ def build(sweep_dir: Path, tables: Optional[Dict[str, pd.DataFrame]] = None,
         t1 = paper.table1(tables["runs"], tables["metrics"])
         paper.write_table1(t1, sweep_dir, scale)
         claims = paper.checks(tables)
+    from initsuite import answer  # the Caffe -> TensorFlow question, when the sweep has its initializers
+
+    figures = answer.figures(tables, fig_dir, formats) + figures
     figures += plots.comparison_figures(tables, fig_dir, formats)
     if theory:
         figures += theory_figures(tables, fig_dir, formats)
-    return write_report(sweep_dir, tables, figures, t1, claims, scale, ranking=_ranking(tables))
+    return write_report(sweep_dir, tables, figures, t1, claims, scale, ranking=_ranking(tables),
+                        opening=answer.write(tables, sweep_dir))
 
 
 THEORY_FIGURES = [

@@ -453,7 +453,7 @@ def run_sigmas(config: Mapping, fans: Optional[Sequence[Tuple[int, int]]] = None
         return RunSigmas(np.array([float(r["sigma_w2"]) for r in layers]), 0.0, bias)
     spec = initializers.get(name)
     cfg = SimpleNamespace(**{k: _get(init, k) for k in ("name", "stddev", "mean", "minval", "maxval", "value",
-                                                          "gain", "bias", "label")})
+                                                          "gain", "bias", "label", "variance_norm")})
     cfg.gain = 1.0 if cfg.gain is None else cfg.gain
     sw = np.array([fi * spec.variance(fi, fo, cfg) for fi, fo in fans], dtype=np.float64)
     if name == "critical":  # drawn at sigma_w^2 = gain^2, then rescaled for the activation

@@ -104,3 +104,87 @@ def test_tutorial_preset_has_bias_01():
 
 def test_every_registered_initializer_has_a_preset():
     assert set(initializers.names()) <= {compose([f"init={p}"]).init.name for p in PRESETS}
+
+
+# --------------------------------------------------------------------------- the Caffe -> TensorFlow thread
+
+
+@pytest.mark.parametrize("name", ["caffe_xavier", "caffe_msra"])
+@pytest.mark.parametrize("norm", ["fan_in", "fan_out", "average"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["dense", "conv", "conv_widening"])
+def test_caffe_variance_norm_matches_formula(name, norm, shape):
+    spec = initializers.get(name)
+    cfg = _cfg(name, variance_norm=norm)
+    w = np.asarray(spec.make(cfg, 99)(shape, dtype="float32"), dtype=np.float64)
+    fan_in, fan_out = initializers.compute_fans(shape)
+    n = {"fan_in": fan_in, "fan_out": fan_out, "average": (fan_in + fan_out) / 2}[norm]
+    expected = (1.0 if name == "caffe_xavier" else 2.0) / n
+    assert spec.variance_for_shape(shape, cfg) == pytest.approx(expected)
+    assert w.var() == pytest.approx(expected, rel=6 * math.sqrt(2.0 / w.size) + 0.01)
+    if name == "caffe_xavier":  # U[-sqrt(3/n), +sqrt(3/n)]
+        assert np.abs(w).max() <= math.sqrt(3.0 / n) * (1 + 1e-6)
+        assert np.abs(w).max() > 0.99 * math.sqrt(3.0 / n)
+
+
+def test_caffe_xavier_is_lecun_uniform_not_glorot_uniform():
+    xavier, glorot = initializers.get("caffe_xavier"), initializers.get("glorot_uniform")
+    # a 784 -> 256 layer: Caffe's default draws Var 1/784, Glorot 2/1040
+    assert xavier.variance(784, 256, _cfg("caffe_xavier")) == pytest.approx(1 / 784)
+    assert xavier.variance(784, 256, _cfg("caffe_xavier")) / glorot.variance(784, 256, None) == pytest.approx(
+        1040 / (2 * 784))
+    assert xavier.variance(784, 256, _cfg("caffe_xavier")) == initializers.get("lecun_uniform").variance(784, 256, None)
+    assert xavier.variance(784, 256, _cfg("caffe_xavier", variance_norm="average")) == pytest.approx(
+        glorot.variance(784, 256, None))
+    # on a square layer they agree
+    assert xavier.variance(256, 256, _cfg("caffe_xavier")) == pytest.approx(glorot.variance(256, 256, None))
+
+
+def test_unknown_variance_norm_lists_valid_ones():
+    with pytest.raises(ValueError, match="fan_in, fan_out, average"):
+        initializers.get("caffe_xavier").make(_cfg("caffe_xavier", variance_norm="avg"), 0)
+
+
+@pytest.mark.parametrize("keras_shape", [(5, 5, 1, 20), (5, 5, 20, 50), (3, 3, 64, 48), (800, 500), (500, 10)])
+def test_caffe_fans_equal_keras_fans(keras_shape):
+    # Caffe's blobs are (C_out, C_in, k_h, k_w) and (n_out, n_in); XavierFiller takes fan_in = count / shape[0].
+    blob = initializers.caffe_shape(keras_shape)
+    assert math.prod(blob) == math.prod(keras_shape)
+    assert blob[0] == keras_shape[-1] and blob[1] == keras_shape[-2]
+    fan_in, fan_out = initializers.caffe_fans(blob)
+    assert (fan_in, fan_out) == initializers.compute_fans(keras_shape)
+    if len(keras_shape) == 4:
+        kh, kw, c_in, c_out = keras_shape
+        assert fan_in == c_in * kh * kw and fan_out == c_out * kh * kw
+
+
+@pytest.mark.parametrize("name,c", [("tf_contrib_xavier_normal", 2.6), ("prettytensor_xavier_normal", 3.0)])
+def test_tf1_xavier_normals_are_uncorrected_truncated_normals(name, c):
+    shape = (400, 300)
+    stddev = math.sqrt(c / sum(shape))
+    w = np.asarray(initializers.get(name).make(_cfg(name), 5)(shape), dtype=np.float64)
+    assert np.abs(w).max() <= 2 * stddev * (1 + 1e-6)  # cut at 2 sd of the nominal stddev
+    assert w.std() == pytest.approx(0.8796 * stddev, rel=0.01)  # and not rescaled afterwards
+    assert initializers.get(name).variance(400, 300, None) == pytest.approx(
+        initializers.TRUNCATED_VARIANCE_FACTOR * c / 700)
+
+
+def test_thread_inits_closed_forms():
+    assert initializers.get("tf_contrib_xavier").variance(784, 256, None) == pytest.approx(2 / 1040)
+    assert initializers.get("caffe_msra").variance(784, 256, _cfg("caffe_msra")) == pytest.approx(2 / 784)
+    assert initializers.get("caffe_gaussian").variance(784, 256, _cfg("caffe_gaussian")) == 1.0
+    cfg = compose(["init=xavier_sigmoid4"]).init
+    assert initializers.get(cfg.name).variance(784, 256, cfg) == pytest.approx(16 * 2 / 1040)
+
+
+def test_theory_reads_the_realised_variance_of_the_thread_inits():
+    from initsuite import theory
+
+    fans = [(784, 256), (256, 256), (256, 10)]
+    sw = lambda init: theory.run_sigmas({"init": init}, fans).sigma_w2  # noqa: E731
+    assert sw({"name": "caffe_xavier", "variance_norm": "fan_in"}) == pytest.approx([1.0, 1.0, 1.0])
+    assert sw({"name": "caffe_xavier", "variance_norm": "average"}) == pytest.approx(
+        [784 * 2 / 1040, 1.0, 256 * 2 / 266])
+    assert sw({"name": "caffe_msra"}) == pytest.approx([2.0, 2.0, 2.0])
+    assert sw({"name": "caffe_gaussian", "stddev": 1.0}) == pytest.approx([784, 256, 256])
+    assert sw({"name": "tf_contrib_xavier_normal"}) == pytest.approx(
+        [initializers.TRUNCATED_VARIANCE_FACTOR * 2.6 * fi / (fi + fo) for fi, fo in fans])

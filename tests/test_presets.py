@@ -38,6 +38,8 @@ def test_preset_names_itself_its_command_and_its_cost(name):
 
 def _axis_value(cfg, key):
     """What a composed config says for a sweep axis: a group's option name (an init's label), else the value."""
+    if key == "net":  # a bundle of model settings (conf/net/): the option Hydra chose
+        return cfg.hydra.runtime.choices[key]
     if key == "init":
         return cfg.init.label or cfg.init.name
     if key in ("dataset", "model", "activation", "optimizer"):
@@ -52,7 +54,7 @@ def test_every_value_on_every_axis_composes(name):
     for key, values in params.items():
         for value in values.split(","):
             point = [o for o in first if not o.startswith(f"{key}=")] + [f"{key}={value}"]
-            assert _axis_value(compose(point), key) == value, (key, value)
+            assert _axis_value(compose(point, return_hydra_config=True), key) == value, (key, value)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -100,3 +102,25 @@ def test_tn_vs_xavier_asks_the_seed_question():
 def test_depth_limits_goes_past_50_layers():
     cfg = compose(["+experiment=depth_limits"], return_hydra_config=True)
     assert max(int(d) for d in cfg.hydra.sweeper.params["model.depth"].split(",")) > 50
+
+
+def test_caffe_to_tensorflow_asks_the_threads_question():
+    from initsuite import initializers
+
+    cfg = compose(["+experiment=caffe_to_tensorflow"], return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    inits = params["init"].split(",")
+    thread = {"caffe_xavier", "caffe_msra", "caffe_gaussian", "tf_contrib_xavier", "tf_contrib_xavier_normal",
+              "prettytensor_xavier_normal", "xavier_sigmoid4"}
+    assert thread | {"truncated_normal_tf1", "truncated_normal_tutorial", "glorot_uniform", "he_normal"} <= set(inits)
+    assert all(initializers.get(compose([f"init={i}"]).init.name) for i in inits)
+    nets = {}
+    for net in params["net"].split(","):
+        m = compose(["+experiment=caffe_to_tensorflow", f"net={net}"]).model
+        nets[net] = (m.name, m.depth)
+    assert {"caffe_lenet", "tf_deep_mnist"} <= {name for name, _ in nets.values()}
+    mlp_depths = sorted(d for name, d in nets.values() if name == "mlp")
+    assert mlp_depths[0] <= 2 and mlp_depths[-1] >= 10
+    assert set(params["activation"].split(",")) == {"relu", "tanh"}
+    assert len(params["seed"].split(",")) >= 3
+    assert len(grid("caffe_to_tensorflow")) == len(inits) * len(nets) * 2 * len(params["seed"].split(","))
