@@ -69,9 +69,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from initsuite import activations, initializers
+from initsuite import activations, initializers, lsuv  # noqa: F401  (lsuv: data-driven inits)
 from initsuite.models import BuiltModel, ProbePoint
 from initsuite.registry import Registry
+from initsuite.results import atomic_write_text, run_dir_for
 
 KEEP = "keep"  # activation=keep: the builder gets no activation, the model keeps its own
 REINIT_FILE = "reinitialized.json"
@@ -590,9 +591,6 @@ def build(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
 def _write_record(cfg, record: Dict[str, Any]) -> None:
     """``reinitialized.json`` in the run folder, when building inside a run."""
     try:
-        from initsuite.results import atomic_write_text
-        from initsuite.train import run_dir_for
-
         folder = run_dir_for(cfg).path
     except Exception:  # a config without paths (a bare build in a test or notebook)
         return

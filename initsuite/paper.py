@@ -28,6 +28,7 @@ import pandas as pd
 
 from initsuite import plots
 from initsuite.plots import FigureFile
+from initsuite.tables import check_seeds_only, with_series
 
 EXPERIMENT = "glorot2010"
 CITATION = ("Glorot & Bengio (2010), Understanding the difficulty of training deep feedforward neural networks, "
@@ -129,11 +130,15 @@ def table1(runs: pd.DataFrame, metrics: Optional[pd.DataFrame] = None) -> pd.Dat
     """
     r = plots.deepest(runs[runs.activation.isin(ACTIVATION_TYPE)]) if len(runs) else runs
     sel = selected_test_error(r, metrics) if len(r) else pd.Series(dtype=float)
+    r = with_series(r) if len(r) else r.assign(series=None)  # one row per configuration: only seeds averaged
+    check_seeds_only(r, ["activation", "series", "dataset"])
     rows = []
-    for (act, init, dataset), g in r.groupby(["activation", "init", "dataset"]) if len(r) else []:
+    for (act, label, dataset), g in r.groupby(["activation", "series", "dataset"]) if len(r) else []:
         ok = g[(g.status == "done") & g.final_test_error.notna()]
         e = sel.reindex(ok.run_id).dropna()
-        rows.append(dict(type=row_type(act, init), activation=act, init=init, depth=int(g.depth.iloc[0]),
+        init = g.init.iloc[0]
+        rows.append(dict(type=row_type(act, init if label == init else label), activation=act, init=init,
+                         depth=int(g.depth.iloc[0]),
                          dataset=dataset, runs=len(g), diverged=int((g.status == "diverged").sum()),
                          test_error_pct=100 * e.mean() if len(e) else np.nan,
                          test_error_sd=100 * e.std() if len(e) > 1 else np.nan,
@@ -328,9 +333,10 @@ def test_error_curves(metrics: pd.DataFrame, title: str = "") -> "plots.Figure":
     if m.empty:
         plots._no_data(ax)
     else:
-        colors = plots.init_colors(m.init.unique())
-        band = plots.seed_band(m.assign(value=100 * m.value), "step", ["activation", "init"])
-        for (act, init), b in band.groupby(["activation", "init"]):
+        m = with_series(m)
+        colors = plots.init_colors(m.series.unique())
+        band = plots.seed_band(m.assign(value=100 * m.value), "step", ["activation", "series"])
+        for (act, init), b in band.groupby(["activation", "series"]):
             ax.plot(b.step, b["mean"], linestyle=plots.ACTIVATION_STYLES.get(act, "-"), color=colors[init],
                     label=row_type(act, init) + f"  [{act}, {init}]")
         ax.legend(loc="upper right", frameon=False, ncol=1)
