@@ -72,6 +72,7 @@ import numpy as np
 from initsuite import activations, initializers, lsuv  # noqa: F401  (lsuv: data-driven inits)
 from initsuite.models import BuiltModel, ProbePoint
 from initsuite.registry import Registry
+from initsuite.tables import OUTPUT
 from initsuite.results import atomic_write_text, run_dir_for
 
 KEEP = "keep"  # activation=keep: the builder gets no activation, the model keeps its own
@@ -552,9 +553,11 @@ def build(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
     kernel_layers = sorted(((calls[id(layer)].order, path, layer) for path, layer in paths
                             if kernel_rule(layer) is not None and id(layer) in calls), key=lambda t: t[0])
     points, act_names = [], set()
-    for _, path, layer in kernel_layers:
+    for k, (_, path, layer) in enumerate(kernel_layers):
         followers = by_input.get(calls[id(layer)].output, [])
-        if len(followers) == 1:
+        if k == len(kernel_layers) - 1:  # the last kernel layer is the output: its result is the logits
+            points.append(ProbePoint(path, layer, layer, None, role=OUTPUT))
+        elif len(followers) == 1:
             act = followers[0]
             points.append(ProbePoint(path, layer, layer, act))
             act_names.add(_activation_name(act, passed, cfg.activation.name))

@@ -41,6 +41,7 @@ from matplotlib.lines import Line2D
 
 from initsuite import tables
 from initsuite.tables import check_seeds_only, with_series
+from initsuite.tables import hidden_rows as hidden_layers  # the rows of the hidden layers (not the output)
 
 # -- style -------------------------------------------------------------------------------------
 
@@ -213,14 +214,6 @@ def describe(df: pd.DataFrame) -> str:
     if bs is not None:
         parts.append(f"batch {bs}")
     return ", ".join(parts)
-
-
-def hidden_layers(layer_stats: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the hidden layers only: those with an activation (the classifier has none)."""
-    if layer_stats.empty:
-        return layer_stats
-    hid = layer_stats.loc[layer_stats.tensor == "activation", ["run_id", "layer"]].drop_duplicates()
-    return layer_stats.merge(hid, on=["run_id", "layer"], how="inner")
 
 
 def select(df: pd.DataFrame, **where) -> pd.DataFrame:

@@ -255,6 +255,24 @@ def with_series(df: pd.DataFrame, name: str = "series") -> pd.DataFrame:
     return df.assign(**{name: series(df)})
 
 
+def hidden_layer_names(layer_table: pd.DataFrame) -> List[str]:
+    """The hidden layers of a ``layer_stats`` or ``histograms`` table, in depth order: those with
+    ``activation`` rows. The output layer (:data:`OUTPUT`, the logits, built-in or custom) has none."""
+    if layer_table.empty:
+        return []
+    rows = layer_table[layer_table.tensor == "activation"]
+    return list(rows.sort_values("layer_index").layer.drop_duplicates())
+
+
+def hidden_rows(layer_table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the hidden layers only (per run: a layer name may be hidden in one model and the
+    output of another)."""
+    if layer_table.empty:
+        return layer_table
+    hid = layer_table.loc[layer_table.tensor == "activation", ["run_id", "layer"]].drop_duplicates()
+    return layer_table.merge(hid, on=["run_id", "layer"], how="inner")
+
+
 def empty_table(name: str) -> pd.DataFrame:
     """An empty per-run table with its columns and dtypes."""
     return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in TABLE_COLUMNS[name]})

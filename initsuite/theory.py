@@ -27,6 +27,7 @@ from initsuite.meanfield import (  # noqa: F401  (the mean-field and linear-regi
     ActivationLike, gaussian_mean, qmap, fixed_point, chi1, correlation_map, correlation_fixed_point,
     MeanField, mean_field, depth_scale, trainable_depth, critical_sigma_w2, propagate, glorot_linear)
 from initsuite.tables import check_seeds_only, is_config_column, with_series
+from initsuite.tables import hidden_layer_names as hidden_layers  # layers with an activation, not the output
 
 
 # --------------------------------------------------------------------------- runs and tables
@@ -172,12 +173,6 @@ def _step0(layer_stats: pd.DataFrame) -> pd.DataFrame:
 def _value(stats: pd.DataFrame, layer: str, tensor: str, stat: str) -> float:
     v = stats[(stats.layer == layer) & (stats.tensor == tensor) & (stats.stat == stat)].value
     return float(v.iloc[0]) if len(v) else math.nan
-
-
-def hidden_layers(layer_stats: pd.DataFrame) -> list[str]:
-    """Layers followed by an activation (they have ``activation`` rows), in depth order."""
-    ls = layer_stats[layer_stats.tensor == "activation"]
-    return list(ls.sort_values("layer_index").layer.drop_duplicates())
 
 
 def measured_sigma_w2(layer_stats: pd.DataFrame, model: str, width: int) -> pd.Series:

@@ -89,8 +89,7 @@ class _Stats:
         ls = layer_stats if layer_stats is not None else pd.DataFrame()
         self.ls = ls
         self.steps = sorted(ls.step.unique()) if len(ls) else []
-        hidden = ls[ls.tensor == "activation"] if len(ls) else ls
-        self.hidden = list(hidden.sort_values("layer_index").layer.drop_duplicates()) if len(hidden) else []
+        self.hidden = schema.hidden_layer_names(ls)  # the output layer (logits) is never one of them
 
     def series(self, step, tensor: str, stat: str) -> np.ndarray:
         """Per hidden layer, in depth order (NaN where missing)."""
