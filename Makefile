@@ -28,7 +28,7 @@ run: $(STAMP) ## one instrumented run: make run ARGS='dataset=synthetic init=sta
 	$(PY) experiments/run.py $(ARGS)
 
 sweep: $(STAMP) ## the main job: a resumable sweep; make sweep EXP=<preset in conf/experiment/> ARGS='<overrides>'
-	$(PY) experiments/sweep.py +experiment=$(EXP) $(ARGS)
+	$(PY) experiments/sweep.py experiment=$(EXP) $(ARGS)
 
 collect: $(STAMP) ## gather a sweep's run folders into its tables: make collect SWEEP=<folder>
 	$(PY) experiments/collect.py $(SWEEP)
@@ -46,7 +46,7 @@ figures: $(STAMP) ## redraw a sweep's figures and report from its tables: make f
 report: figures ## the same as make figures: <SWEEP>/report.html with every figure embedded
 
 tensorboard: $(STAMP) ## write TensorBoard event files from a sweep's tables: make tensorboard SWEEP=<folder>
-	$(PY) experiments/tensorboard.py $(SWEEP)
+	$(PY) experiments/export_tensorboard.py $(SWEEP)
 
 bench: $(STAMP) ## the instrumentation's cost against plain Keras (results/bench/); BENCH_QUICK=1 for a smoke run
 	$(PY) experiments/bench.py $(if $(BENCH_QUICK),--quick) $(ARGS)

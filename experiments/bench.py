@@ -8,12 +8,8 @@ Writes results/bench/bench.json and bench.md.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# This folder holds tensorboard.py, which would shadow the tensorboard package that
-# Keras' TensorBoard callback (one of the compared variants) imports.
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 from initsuite.bench import main  # noqa: E402
 

@@ -2,7 +2,7 @@
 
     make sweep                                   # the default preset
     make sweep EXP=smoke ARGS='model.depth=1,2'  # any preset; ARGS adds or narrows axes
-    python experiments/sweep.py +experiment=tn_vs_xavier hydra/launcher=slurm
+    python experiments/sweep.py experiment=tn_vs_xavier hydra/launcher=slurm
 
 The last line printed is the sweep folder, <paths.results>/sweeps/<experiment>/.
 """
@@ -22,5 +22,5 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.argv = sweep_argv(sys.argv)  # --multirun, +experiment=default, hydra/callbacks=sweep
+    sys.argv = sweep_argv(sys.argv)  # --multirun, experiment=default, hydra/callbacks=sweep
     main()

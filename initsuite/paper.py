@@ -63,9 +63,8 @@ SCALES: Dict[str, List[str]] = {
     "full": ["extra.scale=_full", "train.max_steps=null", "train.epochs=100", "train.eval_every=5000",
              "train.eval_examples=10000", "probes.every=2500"],
     # seconds, for tests: tiny nets on generated data
-    "tiny": ["extra.scale=_tiny", "dataset=synthetic", "model.width=16", "model.depth=3",
-             "train.max_steps=20", "train.eval_every=10", "train.eval_examples=128", "probes.every=5",
-             "probes.batch_size=64", "probes.hist_bins=20"],
+    "tiny": ["extra.scale=_tiny", "debug=tiny", "train.max_steps=20", "train.eval_every=10", "probes.every=5",
+             "probes.hist_bins=20"],
 }
 # The extra run of Fig. 2: the paper shows a 4-layer sigmoid net, which escapes saturation (5 layers never do).
 FIG2_RUN = ["activation=sigmoid", "init=standard", "model.depth=4"]

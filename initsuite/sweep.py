@@ -2,7 +2,7 @@
 
     make sweep                                     # conf/experiment/default.yaml
     make sweep EXP=tn_vs_xavier ARGS='seed=0'      # any preset; ARGS adds or narrows axes
-    python experiments/sweep.py +experiment=smoke hydra/launcher=submitit_local
+    python experiments/sweep.py experiment=smoke hydra/launcher=submitit_local
 
 How the pieces fit:
 
@@ -63,15 +63,15 @@ JOBS_PER_GPU = 2  # the suite's nets are small: a second job keeps a GPU busy wh
 
 def sweep_argv(argv: Sequence[str]) -> List[str]:
     """``experiments/sweep.py``'s command line as Hydra should see it: always a multirun,
-    of ``+experiment=default`` unless a preset is named, with the sweep settings
+    of ``experiment=default`` unless a preset is named, with the sweep settings
     (:data:`SWEEP_BASE`) unless the user chose other callbacks. Anything the user wrote
     (launcher, ``hydra.launcher.n_jobs=4``, axes) still wins."""
     argv = list(argv)
     args = argv[1:]
     if "--multirun" not in args and "-m" not in args:
         args.insert(0, "--multirun")
-    if not any(a.lstrip("+").startswith("experiment=") and a.startswith("+") for a in args):
-        args.append(f"+experiment={DEFAULT_EXPERIMENT}")
+    if not any(a.lstrip("+").startswith("experiment=") for a in args):
+        args.append(f"experiment={DEFAULT_EXPERIMENT}")
     if not any(a.startswith("hydra/callbacks=") for a in args):
         args.append(SWEEP_BASE)
     # Worker processes inherit this: TensorFlow's start-up banner, once per job, is noise.
@@ -97,7 +97,7 @@ def grid(experiment: str = DEFAULT_EXPERIMENT, overrides: Sequence[str] = ()) ->
 
     from initsuite.configure import compose
 
-    task = [f"+experiment={experiment}", *overrides]
+    task = [f"experiment={experiment}", *overrides]
     parsed = OverridesParser.create().parse_overrides(task)
     cfg = compose([o.input_line for o in parsed if not o.is_sweep_override()], return_hydra_config=True)
     return job_overrides(OmegaConf.to_container(cfg.hydra.sweeper.params) if cfg.hydra.sweeper.params else {},

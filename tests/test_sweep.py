@@ -21,7 +21,7 @@ from initsuite.results import RunDir, run_id
 from initsuite.tables import CONFIG_COLUMNS, TABLE_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_POINT = ["+experiment=smoke", "model.depth=1", "activation=tanh"]
+TINY_POINT = ["experiment=smoke", "model.depth=1", "activation=tanh"]
 
 
 def expected_ids(jobs, results):
@@ -34,10 +34,10 @@ def expected_ids(jobs, results):
 def test_sweep_argv_makes_a_multirun_of_the_default_preset_with_the_sweep_base():
     argv = sweep.sweep_argv(["experiments/sweep.py", "seed=0,1"])
     assert argv[0] == "experiments/sweep.py" and "--multirun" in argv
-    assert "+experiment=default" in argv and "hydra/callbacks=sweep" in argv and "seed=0,1" in argv
-    mine = sweep.sweep_argv(["x", "-m", "+experiment=smoke", "hydra/callbacks=other"])
+    assert "experiment=default" in argv and "hydra/callbacks=sweep" in argv and "seed=0,1" in argv
+    mine = sweep.sweep_argv(["x", "-m", "experiment=smoke", "hydra/callbacks=other"])
     assert mine.count("-m") == 1 and "--multirun" not in mine
-    assert "+experiment=default" not in mine and "hydra/callbacks=sweep" not in mine
+    assert "experiment=default" not in mine and "hydra/callbacks=sweep" not in mine
 
 
 def test_grid_is_the_product_of_the_axes_and_args_narrow_or_add_axes():
@@ -49,7 +49,7 @@ def test_grid_is_the_product_of_the_axes_and_args_narrow_or_add_axes():
 
 
 def test_sweep_config_puts_the_sweep_in_a_stable_folder_with_the_callback(tmp_path):
-    cfg = compose(["+experiment=smoke", "hydra/callbacks=sweep", f"paths.results={tmp_path}"], return_hydra_config=True)
+    cfg = compose(["experiment=smoke", "hydra/callbacks=sweep", f"paths.results={tmp_path}"], return_hydra_config=True)
     assert OmegaConf.select(cfg, "hydra.sweep.dir") == f"{tmp_path}/sweeps/smoke"
     assert cfg.hydra.callbacks.sweep._target_ == "initsuite.callbacks.SweepCallback"
     assert "JoblibLauncher" in cfg.hydra.launcher._target_ and str(cfg.hydra.launcher.batch_size) == "1"
@@ -57,7 +57,7 @@ def test_sweep_config_puts_the_sweep_in_a_stable_folder_with_the_callback(tmp_pa
 
 
 def test_slurm_launcher_is_submitit_with_a_run_per_task():
-    cfg = compose(["+experiment=smoke", "hydra/callbacks=sweep", "hydra/launcher=slurm"], return_hydra_config=True)
+    cfg = compose(["experiment=smoke", "hydra/callbacks=sweep", "hydra/launcher=slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.cpus_per_task >= 1
     assert sweep.launch_mode(launcher).threads == launcher.cpus_per_task
@@ -235,7 +235,7 @@ def test_collect_tolerates_broken_and_unfinished_run_folders(tmp_path):
 
 
 def _sweep_cmd(results, *args):
-    return [sys.executable, "experiments/sweep.py", "+experiment=smoke", f"paths.results={results}", *args]
+    return [sys.executable, "experiments/sweep.py", "experiment=smoke", f"paths.results={results}", *args]
 
 
 def _env():

@@ -14,7 +14,7 @@ from initsuite.export import write_tensorboard
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        sys.exit("usage: python experiments/tensorboard.py <sweep folder>   (make tensorboard SWEEP=<folder>)")
+        sys.exit("usage: python experiments/export_tensorboard.py <sweep folder>   (make tensorboard SWEEP=<folder>)")
     log_dir = write_tensorboard(Path(argv[0]))
     print(f"view with: tensorboard --logdir {log_dir}")
 
