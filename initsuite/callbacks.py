@@ -16,7 +16,7 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from initsuite import progress, sweep
+from initsuite import data, progress, sweep
 
 
 class SweepCallback(Callback):
@@ -71,8 +71,6 @@ def _check_data_once(config: DictConfig) -> None:
     swept = [str(k) for k in params] + [o.split("=", 1)[0] for o in config.hydra.overrides.task if "," in o]
     if any(k.lstrip("+~").startswith("dataset") for k in swept) or config.dataset.name == "synthetic":
         return
-    from initsuite import data
-
     try:
         data.load(config.dataset, seed=int(config.seed))
     except data.DataError as exc:

@@ -63,11 +63,12 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from initsuite import activations, initializers, lsuv  # noqa: F401  (lsuv: data-driven inits)
 from initsuite.models import BuiltModel, ProbePoint
@@ -283,8 +284,6 @@ def load_builder(ref: str) -> Callable:
 
 
 def _builder_kwargs(cfg) -> Dict[str, Any]:
-    from omegaconf import DictConfig, OmegaConf
-
     kwargs = cfg.model.get("kwargs") or {}
     if isinstance(kwargs, DictConfig):
         kwargs = OmegaConf.to_container(kwargs, resolve=True)

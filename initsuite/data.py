@@ -52,6 +52,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -343,8 +344,6 @@ def _network_reachable(hosts: Sequence[Tuple[str, int]], timeout: float = _NETWO
 
 def _download_hosts(spec: DatasetSpec) -> List[Tuple[str, int]]:
     """tfds' GCS bucket plus the host of the dataset's first download URL."""
-    from urllib.parse import urlsplit
-
     hosts = [(_GCS_HOST, 443)]
     url = urlsplit(spec.urls[0]) if spec.urls else None
     if url and url.hostname and url.hostname != _GCS_HOST:

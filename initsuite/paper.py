@@ -28,6 +28,7 @@ import pandas as pd
 
 from initsuite import plots
 from initsuite.plots import FigureFile
+from initsuite.results import atomic_write_text
 from initsuite.tables import check_seeds_only, with_series
 
 EXPERIMENT = "glorot2010"
@@ -196,8 +197,6 @@ def table1_markdown(t: pd.DataFrame, scale: str = "default") -> str:
 
 
 def write_table1(t: pd.DataFrame, sweep_dir: Path, scale: str = "default") -> Dict[str, Path]:
-    from initsuite.results import atomic_write_text
-
     sweep_dir = Path(sweep_dir)
     paths = {"csv": sweep_dir / "table1.csv", "md": sweep_dir / "table1.md"}
     atomic_write_text(paths["csv"], t.to_csv(index=False))

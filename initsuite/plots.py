@@ -25,7 +25,6 @@ figures with the same helpers.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import zlib
 from dataclasses import dataclass, field

@@ -44,9 +44,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pandas as pd
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from joblib import Parallel, delayed
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from initsuite import progress, tables
+from initsuite import progress, tables, verdicts
+from initsuite.configure import compose
 from initsuite.results import RunDir, atomic_write_table, run_id
 from initsuite.tables import FINISHED, RUN_FIELDS, RUN_TABLES, TABLES, empty_table
 
@@ -83,9 +88,6 @@ def job_overrides(params: Optional[Mapping[str, Any]], task_overrides: Sequence[
     """The override list of every job Hydra's basic sweeper makes from a preset's
     ``hydra.sweeper.params`` and the command line (a later value for a key replaces it:
     that is how ``ARGS`` narrows an axis)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     args = [f"{k}={v}" for k, v in (params or {}).items()] + list(task_overrides)
     parsed = OverridesParser.create().parse_overrides(args)
     return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
@@ -93,10 +95,6 @@ def job_overrides(params: Optional[Mapping[str, Any]], task_overrides: Sequence[
 
 def grid(experiment: str = DEFAULT_EXPERIMENT, overrides: Sequence[str] = ()) -> List[List[str]]:
     """The jobs ``make sweep EXP=<experiment> ARGS='<overrides>'`` runs, as override lists."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from initsuite.configure import compose
-
     task = [f"experiment={experiment}", *overrides]
     parsed = OverridesParser.create().parse_overrides(task)
     cfg = compose([o.input_line for o in parsed if not o.is_sweep_override()], return_hydra_config=True)
@@ -304,8 +302,6 @@ def _record_early_failure(rdir: RunDir, cfg, error: str, tb: str) -> None:
 
 def sweep_job(cfg: DictConfig) -> Dict[str, Any]:
     """The Hydra task of ``experiments/sweep.py``: one run of the sweep in its folder."""
-    from hydra.core.hydra_config import HydraConfig
-
     hc = HydraConfig.get()
     mode = launch_mode(hc.launcher)
     with open_dict(cfg):
@@ -389,8 +385,6 @@ def collect(sweep_dir: Path, write: bool = True) -> Collected:
         out[name] = pd.concat([df.assign(**cols.iloc[i].to_dict()) for i, df in parts], ignore_index=True) \
             if parts else empty_table(name).assign(**{c: pd.Series(dtype=object) for c in cols.columns})
     # Plain-words diagnoses (verdicts, verdict_text) beside each run, from the tables just gathered.
-    from initsuite import verdicts
-
     out["runs"] = verdicts.annotate(out)
     if write:
         for name, df in out.items():
@@ -506,8 +500,6 @@ def collect_main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _grid_job(overrides: Sequence[str], sweep_dir: str, key: str, threads: int, quiet: bool,
               experiment: Optional[str] = None, updates: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    from initsuite.configure import compose
-
     cfg = compose(list(overrides))
     with open_dict(cfg):
         for k, v in (updates or {}).items():  # values the command line cannot spell (a registered builder)
@@ -535,8 +527,6 @@ def run_grid(grid_points: Sequence[Sequence[str]], overrides: Sequence[str] = ()
     in that many processes (joblib/loky), each with cores / n_jobs TensorFlow threads. Returns
     :func:`collect`'s tables; ``outcomes`` holds each point's :func:`run_one` report, in grid order.
     """
-    from initsuite.configure import compose
-
     points = [[*overrides, *p] for p in grid_points] or [list(overrides)]
     first = compose(points[0])
     name = experiment or str(first.experiment)
@@ -553,8 +543,6 @@ def run_grid(grid_points: Sequence[Sequence[str]], overrides: Sequence[str] = ()
         else:
             if updates:
                 raise ValueError("run_grid(updates=...) runs in this process only: use n_jobs=1")
-            from joblib import Parallel, delayed
-
             jobs = usable_cores() if n_jobs < 0 else n_jobs
             threads = max(1, usable_cores() // jobs)
             outcomes = Parallel(n_jobs=jobs, backend="loky", batch_size=1)(

@@ -10,14 +10,13 @@ records the first non-finite value's step, layer and phase as data.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import pandas as pd

@@ -1,5 +1,4 @@
 import pytest
-from omegaconf.errors import ValidationError, ConfigKeyError
 from hydra.errors import ConfigCompositionException
 
 from initsuite.configure import CONF_DIR, compose

@@ -4,7 +4,6 @@ probes on functional / subclassed / nested / residual models, the example, the P
 import json
 import math
 import sys
-import types
 
 import keras
 import numpy as np

@@ -1,6 +1,5 @@
 """The notebook runs top to bottom against a smoke sweep (so it cannot rot) and draws its figures."""
 
-import os
 from pathlib import Path
 
 import nbformat
