@@ -130,7 +130,7 @@ def table1(runs: pd.DataFrame, metrics: Optional[pd.DataFrame] = None) -> pd.Dat
     """
     r = plots.deepest(runs[runs.activation.isin(ACTIVATION_TYPE)]) if len(runs) else runs
     sel = selected_test_error(r, metrics) if len(r) else pd.Series(dtype=float)
-    r = with_series(r) if len(r) else r.assign(series=None)  # one row per configuration: only seeds averaged
+    r = with_series(r, exclude=["dataset"]) if len(r) else r.assign(series=None)  # only seeds averaged
     check_seeds_only(r, ["activation", "series", "dataset"])
     rows = []
     for (act, label, dataset), g in r.groupby(["activation", "series", "dataset"]) if len(r) else []:

@@ -228,11 +228,12 @@ def param_name(column: str, columns: Sequence[str]) -> str:
     return column if clash else leaf
 
 
-def series(df: pd.DataFrame, columns: Optional[Sequence[str]] = None) -> pd.Series:
+def series(df: pd.DataFrame, columns: Optional[Sequence[str]] = None, exclude: Sequence[str] = ()) -> pd.Series:
     """Each row's line label: its initializer, then the parameters that differ between the runs of
     that initializer, ``truncated_normal (stddev=0.5)``; ``columns`` defaults to
-    :func:`series_columns`. Rows of different configurations in those columns get different labels."""
-    columns = list(series_columns(df) if columns is None else columns)
+    :func:`series_columns`, less ``exclude`` (columns the caller separates itself, e.g. the
+    panels). Rows of different configurations in those columns get different labels."""
+    columns = [c for c in (series_columns(df) if columns is None else columns) if c not in exclude]
     if df.empty:
         return pd.Series([], index=df.index, dtype=object)
     base_col = "init" if "init" in columns else None
@@ -250,9 +251,9 @@ def series(df: pd.DataFrame, columns: Optional[Sequence[str]] = None) -> pd.Seri
     return pd.Series(out, index=df.index, dtype=object)
 
 
-def with_series(df: pd.DataFrame, name: str = "series") -> pd.DataFrame:
+def with_series(df: pd.DataFrame, name: str = "series", exclude: Sequence[str] = ()) -> pd.DataFrame:
     """``df`` with a ``series`` column (:func:`series`), the key every figure colours its lines by."""
-    return df.assign(**{name: series(df)})
+    return df.assign(**{name: series(df, exclude=exclude)})
 
 
 def hidden_layer_names(layer_table: pd.DataFrame) -> List[str]:

@@ -246,15 +246,15 @@ def run_bias(row: Mapping, layer_stats: Optional[pd.DataFrame] = None) -> float:
     return mean
 
 
-def run_mean_field(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+def run_mean_field(tables: Mapping[str, pd.DataFrame], exclude: Sequence[str] = ()) -> pd.DataFrame:
     """Mean-field numbers per run from the tables: the median realised hidden-layer sigma_w^2
     (measured weights at the first measured step, so data-driven inits count as realised), the
     constant bias (:func:`run_bias`) and the :class:`MeanField` fields. One row per mlp/cnn run
     with its ``run_id``, its config columns and its line label ``series``
-    (:func:`initsuite.tables.series`, computed over the whole runs table)."""
+    (:func:`initsuite.tables.series`, computed over the whole runs table, less ``exclude``)."""
     runs, ls = tables["runs"], tables["layer_stats"]
     if len(runs):
-        runs = with_series(runs)
+        runs = with_series(runs, exclude=exclude)
     rows = []
     by_run = dict(tuple(ls.groupby("run_id"))) if len(ls) else {}
     keep = [c for c in runs.columns if is_config_column(c)] + ["series"]
@@ -270,18 +270,18 @@ def run_mean_field(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def trainable_depths(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per (activation, series): realised sigma_w^2 and bias (medians over the runs: its seeds and
+def trainable_depths(tables: Mapping[str, pd.DataFrame], exclude: Sequence[str] = ()) -> pd.DataFrame:
+    """Per (activation, series, and the ``exclude`` columns, which the series then leaves out): realised sigma_w^2 and bias (medians over the runs: its seeds and
     depths, the trainable depth being a property of the initialization, not of the net's depth) and
     the predicted trainable depth 6 xi_c, for drawing on the initializer x depth heatmaps."""
-    mf = run_mean_field(tables)
+    mf = run_mean_field(tables, exclude)
     if not len(mf):
         return pd.DataFrame(columns=["activation", "series", "init", "model", "width", "sigma_w2", "bias", "chi1",
                                      "xi_c", "trainable_depth", "phase"])
-    keys = ["activation", "series"]
+    keys = ["activation", "series", *[c for c in exclude if c in mf]]
     check_seeds_only(mf.drop(columns="depth", errors="ignore"), keys)
-    med = mf.groupby(keys, dropna=False).agg(init=("init", "first"), model=("model", "first"),
-                                             width=("width", "first"), sigma_w2=("sigma_w2", "median"),
+    first = {c: (c, "first") for c in ("init", "model", "width") if c not in keys}
+    med = mf.groupby(keys, dropna=False).agg(**first, sigma_w2=("sigma_w2", "median"),
                                              bias=("bias", "median")).reset_index()
     out = []
     for r in med.to_dict("records"):

@@ -147,7 +147,9 @@ def depth_heatmap(tables: Mapping[str, pd.DataFrame], split: str = "test", metri
     initializer (rows) x depth (columns), one panel per activation (and width if the sweep has
     several), with the mean-field trainable depth 6 xi_c of each initializer drawn on its row (from
     the realised sigma_w^2 of its runs)."""
-    runs = with_series(tables["runs"])
+    runs = tables["runs"]
+    by_width = ["width"] if "width" in runs and runs.width.nunique() > 1 else []
+    runs = with_series(runs, exclude=by_width)  # the panels separate the widths
     col = f"final_{split}_{metric}"
     if col not in runs:
         m = tables.get("metrics")
@@ -156,7 +158,7 @@ def depth_heatmap(tables: Mapping[str, pd.DataFrame], split: str = "test", metri
         m = m[(m.split == split) & (m.metric == metric)].sort_values("step")
         runs[col] = runs.run_id.map(m.groupby("run_id").value.last())
     keys = ["activation"] + (["width"] if "width" in runs and runs.width.nunique() > 1 else [])
-    td = theory.trainable_depths(tables)
+    td = theory.trainable_depths(tables, exclude=by_width)
     panels = list(runs.groupby(keys, sort=True))
     if not panels:
         return _empty("no runs")
