@@ -9,8 +9,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "initsuite"
 HEAVY = ("tensorflow", "keras", "tensorflow_datasets")
-# Modules that read tables only; the future analysis/ folder holds them. The summary lives in sweep.py
-# today, which launches runs: its summary code is checked through the modules it imports at the top.
+# Modules that read tables only; the future analysis/ folder holds them. Not yet: export (the TensorBoard
+# files are written with TensorFlow's event protos) and sweep.py, which holds the summary but launches runs.
 ANALYSIS = ("plots", "theory_plots", "report", "paper", "verdicts", "theory", "meanfield", "tables")
 
 
