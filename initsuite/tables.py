@@ -181,8 +181,14 @@ def varying_columns(df: pd.DataFrame) -> List[str]:
 
 def group_columns(df: pd.DataFrame) -> List[str]:
     """Every config column present that varies, except ``seed``: what tells the configurations
-    of a table apart. Summaries group by these, so only seeds are ever averaged."""
-    return [c for c in varying_columns(df) if c != "seed"]
+    of a table apart. Summaries group by these, so only seeds are ever averaged. ``init_name`` is
+    left out where ``init`` (the label) already tells it apart, as it does unless two presets share
+    a label."""
+    cols = [c for c in varying_columns(df) if c != "seed"]
+    if "init_name" in cols and "init" in cols and \
+            df.groupby(df["init"].astype(str), sort=False)["init_name"].nunique(dropna=False).max() <= 1:
+        cols.remove("init_name")
+    return cols
 
 
 def facet_columns(df: pd.DataFrame) -> List[str]:

@@ -36,7 +36,9 @@ def test_flatten_leaves_out_output_paths_force_and_hydra():
 
 def test_group_columns_treat_missing_as_a_value():
     df = tables.config_frame([_cfg(init="glorot_uniform", stddev=None), _cfg()])
-    assert tables.group_columns(df) == ["init", "init_name", "init.stddev"]
+    assert tables.group_columns(df) == ["init", "init.stddev"]  # init_name says nothing init does not
+    shared = df.assign(init="same label")
+    assert tables.group_columns(shared) == ["init_name", "init.stddev"]
 
 
 def test_series_names_the_parameters_that_vary_within_an_initializer():
