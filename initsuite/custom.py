@@ -593,7 +593,7 @@ def build(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
 def _write_record(cfg, record: Dict[str, Any]) -> None:
     """``reinitialized.json`` in the run folder, when building inside a run."""
     try:
-        folder = run_dir_for(cfg).path
+        folder = run_dir_for(OmegaConf.to_container(cfg, resolve=True)).path
     except Exception:  # a config without paths (a bare build in a test or notebook)
         return
     if folder.is_dir():

@@ -21,7 +21,6 @@ from typing import Any, Dict, Optional
 import numpy as np
 import pandas as pd
 import yaml
-from omegaconf import DictConfig, OmegaConf
 
 from initsuite.tables import STATUSES, TABLE_COLUMNS, identity_dict
 
@@ -33,10 +32,9 @@ def run_id(cfg: Dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def run_dir_for(cfg) -> "RunDir":
-    """The run folder of a composed config: ``<paths.runs>/<run_id>/``."""
-    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    return RunDir(Path(container["paths"]["runs"]).expanduser().resolve() / run_id(container))
+def run_dir_for(cfg: Dict[str, Any]) -> "RunDir":
+    """The run folder of a resolved config (a plain dict): ``<paths.runs>/<run_id>/``."""
+    return RunDir(Path(cfg["paths"]["runs"]).expanduser().resolve() / run_id(cfg))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
