@@ -28,7 +28,7 @@ run: $(STAMP) ## one instrumented run: make run ARGS='dataset=synthetic init=sta
 	$(PY) -m initsuite run $(ARGS)
 
 sweep: $(STAMP) ## the main job: a resumable sweep; make sweep EXP=<preset in conf/experiment/> ARGS='<overrides>'
-	$(PY) -m initsuite sweep +experiment=$(EXP) $(ARGS)
+	$(PY) -m initsuite sweep experiment=$(EXP) $(ARGS)
 
 collect: $(STAMP) ## gather a sweep's run folders into its tables: make collect SWEEP=<folder>
 	$(PY) -m initsuite collect $(SWEEP)

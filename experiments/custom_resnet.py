@@ -1,7 +1,7 @@
 """Compare initializers on your own model: a small residual CNN with BatchNorm for CIFAR-10.
 
 Copy this file, change ``build``, keep its signature. From the command line (one run per init):
-    python experiments/run.py --multirun model=custom model.builder=experiments.custom_resnet:build \
+    initsuite run --multirun model=custom model.builder=experiments.custom_resnet:build \
         activation=keep dataset=cifar10 init=he_normal,glorot_uniform,truncated_normal_tutorial train.max_steps=300
 From Python (the same runs, then a one-line-per-run summary):
     python experiments/custom_resnet.py [more overrides, e.g. train.batch_size=64]

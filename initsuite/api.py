@@ -1,10 +1,11 @@
 """The Python API for notebooks: ``compare(build_fn, inits=[...]) -> tables``.
 
 It runs exactly what the command line runs: for each initializer x activation x seed
-it composes the Hydra config (``model=custom model.builder=... init=... ``) and calls
-:func:`initsuite.train.run`, so the run folders, the resumption (a finished run is
-read back, not redone) and the tables are the same as for
-``python experiments/run.py model=custom model.builder=package.module:function ...``.
+it composes the Hydra config (``model=custom model.builder=... init=... ``) and runs the
+grid with :func:`initsuite.sweep.run_grid`, the runner behind ``make sweep``, so the run
+folders, the resumption (a finished run is read back, not redone) and the tables are the
+same as for ``make sweep``, in the same place: ``<results_dir>/sweeps/<experiment>/``,
+where ``make figures SWEEP=<folder>`` draws them.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import math
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import pandas as pd
+from omegaconf import OmegaConf
 
-TABLES = ("layer_stats", "metrics", "histograms", "events")
-RUN_FIELDS = ("status", "steps", "wall_s", "first_nonfinite_step", "first_nonfinite_layer",
-              "first_nonfinite_phase", "first_nonfinite_tensor",
-              *(f"final_{split}_{metric}" for split in ("train", "valid", "test") for metric in ("loss", "error")))
+from initsuite import custom, sweep, train
+from initsuite.configure import compose
+from initsuite.data import DATASETS
+from initsuite.tables import TABLES
 
 
 def _as_list(x: Union[str, int, Iterable]) -> List:
@@ -26,8 +28,6 @@ def _as_list(x: Union[str, int, Iterable]) -> List:
 
 def train_size(dataset_cfg) -> int:
     """Training examples of a configured dataset, without loading it (the splits of ``initsuite.data``)."""
-    from initsuite.data import DATASETS
-
     if dataset_cfg.name == "synthetic":
         n = int(dataset_cfg.n_train)
     else:
@@ -65,52 +65,45 @@ def compare(
     activation: ``keep`` (the model's own) or names passed to the builder; a list makes a grid.
     overrides: any further command-line overrides, e.g. ``["train.batch_size=16", "probes.every=10"]``.
 
-    Returns ``{"runs", "layer_stats", "metrics", "histograms", "events"}``: the run folders'
-    tables with the config columns (``initsuite.results.CONFIG_COLUMNS``) in front, and one
-    ``runs`` row per run (status, first non-finite step/layer/phase, final losses and errors).
+    Returns ``{"runs", "layer_stats", "metrics", "histograms", "events"}`` of this grid's runs, in
+    grid order: the sweep's tables (:mod:`initsuite.tables`: config columns in front, one ``runs``
+    row per run with status, first non-finite step/layer/phase, final losses and errors) plus
+    ``skipped`` (read back, not rerun). The sweep folder keeps every run of ``experiment``.
     A diverged run is data (status ``diverged``); a run that fails raises.
     """
-    from omegaconf import OmegaConf
-
-    from initsuite import custom, train
-    from initsuite.configure import compose
-    from initsuite.results import config_columns
-
     ref = custom.builder_reference(build_fn)
-    base = ["model=custom", f"dataset={dataset}", f"paths.results={results_dir}", "train.progress=false", *overrides]
+    base = ["model=custom", f"dataset={dataset}", f"paths.results={results_dir}", "train.progress=false",
+            *overrides]
     if force:
         base.append("force=true")
-
-    def make(init: str, act: str, seed: int):
-        cfg = compose([*base, f"init={init}", f"activation={act}", f"seed={seed}"])
-        OmegaConf.update(cfg, "model.builder", ref)
-        cfg.experiment = experiment  # a plain key here: `experiment=` on the command line picks a preset
-        if builder_kwargs:
-            OmegaConf.update(cfg, "model.kwargs", dict(builder_kwargs), merge=False)
-        if steps is not None:
-            per_epoch = max(train_size(cfg.dataset) // int(cfg.train.batch_size), 1)
-            cfg.train.max_steps = int(steps)
-            cfg.train.epochs = max(math.ceil(int(steps) / per_epoch), 1)
-        return cfg
-
-    grid = [(i, a, s) for i in _as_list(inits) for a in _as_list(activation) for s in _as_list(seeds)]
-    configs = [make(*g) for g in grid]
-    for cfg in configs:  # every name and the builder are checked before the first run starts
+    updates: Dict[str, Any] = {"model.builder": ref}
+    if builder_kwargs:
+        updates["model.kwargs"] = dict(builder_kwargs)
+    if steps is not None:
+        first = compose(base)
+        per_epoch = max(train_size(first.dataset) // int(first.train.batch_size), 1)
+        base += [f"train.max_steps={int(steps)}", f"train.epochs={max(math.ceil(int(steps) / per_epoch), 1)}"]
+    points = [[f"init={i}", f"activation={a}", f"seed={s}"]
+              for i in _as_list(inits) for a in _as_list(activation) for s in _as_list(seeds)]
+    for p in points:  # every name and the builder are checked before the first run starts
+        cfg = compose([*base, *p])
+        for k, v in updates.items():
+            OmegaConf.update(cfg, k, v, merge=False)
         train.validate(cfg)
-
-    runs, parts = [], {name: [] for name in TABLES}
-    for cfg in configs:
-        result = train.run(cfg)
-        cols = config_columns(train.as_container(cfg))
-        runs.append({**cols, "run_id": result.run_id, **{k: result.info.get(k) for k in RUN_FIELDS},
-                     "skipped": result.skipped, "path": str(result.path)})
-        for name in TABLES:
-            df = getattr(result, name)
-            if len(df):
-                parts[name].append(df.assign(**cols)[[*cols, *[c for c in df.columns if c not in cols]]])
-    out = {"runs": pd.DataFrame(runs)}
+    collected = sweep.run_grid(points, base, experiment=experiment, verbose=False, updates=updates)
+    failed = [o for o in collected.outcomes if o.get("status") == "failed"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(points)} runs failed; first: {failed[0].get('error')} "
+                           f"(log: {failed[0].get('log')})")
+    order = {o["run_id"]: i for i, o in enumerate(collected.outcomes)}
+    skipped = {o["run_id"]: bool(o.get("skipped")) for o in collected.outcomes}
+    out = {}
     for name in TABLES:
-        out[name] = pd.concat(parts[name], ignore_index=True) if parts[name] else pd.DataFrame()
+        df = collected[name]
+        df = df[df.run_id.isin(order)] if len(df) else df
+        if name == "runs":
+            df = df.assign(skipped=df.run_id.map(skipped)).sort_values("run_id", key=lambda s: s.map(order))
+        out[name] = df.reset_index(drop=True)
     return out
 
 

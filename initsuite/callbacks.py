@@ -18,7 +18,7 @@ from typing import Any, List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from initsuite import progress, sweep
+from initsuite import data, progress, sweep
 from initsuite.configure import CONF_DIR
 
 
@@ -90,8 +90,6 @@ def _resolve_data_once(config: DictConfig, sweep_dir: Path) -> None:
     ``<sweep>/data_sources.json`` (so the runs, wherever they execute, never mix sources) and say which
     data is used as the sweep's first line. Missing or corrupt data would fail every run with the same
     message: stop here with that one message instead (exit 2)."""
-    from initsuite import data
-
     names = swept_datasets(config)
     resolutions = {}
     try:

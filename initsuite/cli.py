@@ -123,7 +123,7 @@ def cmd_paper(argv: Sequence[str]) -> None:
             scale = paper.scale_overrides(a.scale)
         except ValueError as e:
             p.error(str(e))
-        base = [sys.executable, "-m", "initsuite", "sweep", f"+experiment={paper.EXPERIMENT}", *scale]
+        base = [sys.executable, "-m", "initsuite", "sweep", f"experiment={paper.EXPERIMENT}", *scale]
         for extra in ([], paper.FIG2_RUN):
             out = _run_tee([*base, *extra, *a.overrides])
             sweep = Path(out.strip().splitlines()[-1])  # a sweep prints its folder last

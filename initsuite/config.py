@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 
 @dataclass
 class DatasetConfig:
-    name: str = "synthetic"  # mnist | fashion_mnist | cifar10 | synthetic
+    name: str = "mnist"  # mnist | fashion_mnist | cifar10 | synthetic
     source: str = "auto"  # auto | tfds | files | embedded (ignored for synthetic); see initsuite.data
     path: Optional[str] = None  # folder with the standard distribution files (source=files)
     data_dir: Optional[str] = None  # tfds data_dir; None = tfds default (~/tensorflow_datasets)
@@ -93,7 +93,7 @@ class TrainConfig:
 class ProbesConfig:
     enabled: bool = True
     every: int = 100  # steps between measurements; step 0 (before any update) is always measured
-    hist_steps: List[int] = field(default_factory=lambda: [0])  # steps whose histograms are kept (-1 = last)
+    hist_steps: List[int] = field(default_factory=lambda: [0, -1])  # steps whose histograms are kept (-1 = last)
     batch_size: int = 300  # fixed probe batch taken from the test split (the paper used 300)
     hist_bins: int = 100
     percentiles: List[float] = field(default_factory=lambda: [2.0, 50.0, 98.0])
@@ -117,7 +117,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     force: bool = False  # rerun even if a finished run with the same id exists
-    experiment: str = "single"  # name of the preset (sweeps group their runs by it)
+    experiment: str = "single"  # name of the preset (sweeps group their runs by it); a preset sets it
     extra: Dict[str, Any] = field(default_factory=dict)  # free-form, for presets and user notes
 
 
@@ -134,7 +134,8 @@ SCHEMAS = {
 
 
 def register_configs() -> None:
-    """Register the top-level schema as ``schema``; ``conf/config.yaml`` lists it first.
+    """Register the top-level schema as ``schema``; ``conf/config.yaml`` lists it first. Its defaults
+    are the composed defaults of ``conf/`` (a test composes both and compares them).
 
     Group files are merged into its typed fields, so they are checked too. No
     per-group entries: they would show up in ``init=glob(*)`` sweeps.

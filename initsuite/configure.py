@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Optional
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 import initsuite.config  # noqa: F401  (registers the typed schema with ConfigStore)
@@ -27,11 +30,7 @@ CONF_DIR = _conf_dir()
 
 def compose(overrides: Optional[Iterable[str]] = None, config_name: str = "config",
             return_hydra_config: bool = False) -> DictConfig:
-    """The config ``experiments/run.py`` would see for these command-line overrides."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
+    """The config ``initsuite run`` would see for these command-line overrides."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides or []),

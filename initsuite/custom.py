@@ -63,15 +63,18 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
-from initsuite import activations, initializers
+from initsuite import activations, initializers, lsuv  # noqa: F401  (lsuv: data-driven inits)
 from initsuite.models import BuiltModel, ProbePoint
 from initsuite.registry import Registry
+from initsuite.tables import OUTPUT
+from initsuite.results import atomic_write_text, run_dir_for
 
 KEEP = "keep"  # activation=keep: the builder gets no activation, the model keeps its own
 REINIT_FILE = "reinitialized.json"
@@ -225,7 +228,7 @@ def register_builder(fn: Callable, name: Optional[str] = None) -> str:
 
 def _import(module_name: str):
     """``importlib.import_module``, retrying with the launch directory and the project root
-    on ``sys.path`` (``python experiments/run.py`` puts only ``experiments/`` there)."""
+    on ``sys.path`` (the ``initsuite`` command does not put the launch directory there)."""
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -281,8 +284,6 @@ def load_builder(ref: str) -> Callable:
 
 
 def _builder_kwargs(cfg) -> Dict[str, Any]:
-    from omegaconf import DictConfig, OmegaConf
-
     kwargs = cfg.model.get("kwargs") or {}
     if isinstance(kwargs, DictConfig):
         kwargs = OmegaConf.to_container(kwargs, resolve=True)
@@ -551,9 +552,11 @@ def build(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
     kernel_layers = sorted(((calls[id(layer)].order, path, layer) for path, layer in paths
                             if kernel_rule(layer) is not None and id(layer) in calls), key=lambda t: t[0])
     points, act_names = [], set()
-    for _, path, layer in kernel_layers:
+    for k, (_, path, layer) in enumerate(kernel_layers):
         followers = by_input.get(calls[id(layer)].output, [])
-        if len(followers) == 1:
+        if k == len(kernel_layers) - 1:  # the last kernel layer is the output: its result is the logits
+            points.append(ProbePoint(path, layer, layer, None, role=OUTPUT))
+        elif len(followers) == 1:
             act = followers[0]
             points.append(ProbePoint(path, layer, layer, act))
             act_names.add(_activation_name(act, passed, cfg.activation.name))
@@ -590,10 +593,7 @@ def build(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
 def _write_record(cfg, record: Dict[str, Any]) -> None:
     """``reinitialized.json`` in the run folder, when building inside a run."""
     try:
-        from initsuite.results import atomic_write_text
-        from initsuite.train import run_dir_for
-
-        folder = run_dir_for(cfg).path
+        folder = run_dir_for(OmegaConf.to_container(cfg, resolve=True)).path
     except Exception:  # a config without paths (a bare build in a test or notebook)
         return
     if folder.is_dir():

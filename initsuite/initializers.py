@@ -411,46 +411,5 @@ def label(cfg: Any) -> str:
 
 
 # --------------------------------------------------------------------------- finished after the build
-# These draw their kernels like any other entry, then ``post_build`` rescales them once the model
-# and the full config exist (initsuite/lsuv.py); ``variance`` is that of the draw, before rescaling.
-
-
-def _lsuv_post_build(built, x_batch, cfg):
-    from initsuite import lsuv
-
-    return lsuv.lsuv(built, x_batch, cfg, tol=float(cfg.init.tol), max_iter=int(cfg.init.max_iter))
-
-
-_add(InitSpec(
-    "lsuv", _orthogonal_make, _orthogonal_variance, lambda cfg: 0.0,
-    "Mishkin & Matas 2015 (arXiv 1511.06422), layer-sequential unit variance: an orthonormal pre-init "
-    "(as `orthogonal`: Var[W] = gain^2 / max(rows, cols)), then for each layer in order, on one training "
-    "batch, W <- W / sqrt(Var[output]) until |Var[output] - 1| < 0.1, at most 10 times (the reference "
-    "code's defaults). Iterations and final variances go to status.json's init_info.",
-    post_build=_lsuv_post_build,
-    shape_variance=_orthogonal_shape_variance,
-))
-
-
-def _critical_make(cfg, seed):
-    import keras
-
-    return keras.initializers.VarianceScaling(
-        scale=_gain(cfg) ** 2, mode="fan_in", distribution="untruncated_normal", seed=seed
-    )
-
-
-def _critical_post_build(built, x_batch, cfg):
-    from initsuite import lsuv
-
-    return lsuv.critical(built, x_batch, cfg)
-
-
-_add(InitSpec(
-    "critical", _critical_make, lambda fan_in, fan_out, cfg: _gain(cfg) ** 2 / fan_in, lambda cfg: 0.0,
-    "The edge of chaos (Poole et al. 2016, Schoenholz et al. 2017): W ~ N(0, sigma_w^2 / fan_in) with the "
-    "sigma_w^2 that puts the run's activation at chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] = 1 (tanh 1, "
-    "ReLU 2; initsuite.theory.critical_sigma_w2), times gain^2. Drawn as N(0, gain^2 / fan_in), the "
-    "variance given here, then rescaled by sqrt(sigma_w^2) once the activation is known.",
-    post_build=_critical_post_build,
-))
+# The data-driven entries (lsuv, critical) register themselves in initsuite/lsuv.py, which needs this
+# module and the mean-field maps; the modules that look names up (train, custom, theory) import it.

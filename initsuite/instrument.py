@@ -398,16 +398,10 @@ class Instrument:
         self.nf_index.assign(idx)
         return tf.constant(0)
 
-    def train_step(self, x, y, step, measure: bool):
-        """One update; returns (loss tensor, {layer: ||dW|| / ||W||} at measured steps, else None).
-        Only a measured step waits for the device (one transfer for all the ratios)."""
-        loss, ratios = self._train[bool(measure)](x, y, step)
-        if measure:
-            return loss, dict(zip(self._ratio_names, (float(v) for v in ratios.numpy())))
-        return loss, None
-
     def train_step_on(self, iterator, step, measure: bool):
-        """:meth:`train_step` on the next batch of a ``tf.data`` iterator."""
+        """One update on the next batch of a ``tf.data`` iterator; returns (loss tensor,
+        {layer: ||dW|| / ||W||} at measured steps, else None). Only a measured step waits for the
+        device (one transfer for all the ratios)."""
         loss, ratios = self._train_on[bool(measure)](iterator, step)
         if measure:
             return loss, dict(zip(self._ratio_names, (float(v) for v in ratios.numpy())))

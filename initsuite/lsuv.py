@@ -9,7 +9,7 @@ its activation). Each iteration is one forward pass, read with :class:`initsuite
 functional, sequential and subclassed models all work.
 
 ``critical`` -- the sigma_w^2 that puts the run's activation at the edge of chaos, chi_1 = 1
-(:func:`initsuite.theory.critical_sigma_w2`; tanh 1, ReLU 2). The registry draws
+(:func:`initsuite.meanfield.critical_sigma_w2`; tanh 1, ReLU 2). The registry draws
 W ~ N(0, gain^2 / fan_in) without knowing the activation, and :func:`critical` multiplies every
 kernel by sqrt(sigma_w^2*) once the full config is known.
 
@@ -26,7 +26,8 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from initsuite import initializers, theory
+from initsuite import initializers, meanfield
+from initsuite.initializers import InitSpec
 
 LSUV_TOL = 0.1  # |Var[output] - 1| below this ends a layer (Mishkin & Matas' reference code)
 LSUV_MAX_ITER = 10  # at most this many rescalings per layer (ditto)
@@ -113,13 +114,13 @@ def critical(built, x_batch=None, cfg=None) -> Dict[str, Any]:
     act, alpha = cfg.activation.name, cfg.activation.get("alpha")
     bias = float(cfg.init.get("bias", 0.0) or 0.0)
     gain = float(cfg.init.get("gain", 1.0) or 1.0)
-    s2 = theory.critical_sigma_w2(act, 0.0, bias, alpha)
+    s2 = meanfield.critical_sigma_w2(act, 0.0, bias, alpha)
     factor = np.float32(math.sqrt(s2))
     layers = []
     for p, kernel in _targets(built):
         kernel.assign(np.asarray(kernel.numpy()) * factor)
         layers.append(dict(layer=p.name, sigma_w2=_sigma_w2(kernel)))
-    mf = theory.mean_field(act, gain ** 2 * s2, 0.0, bias, alpha)
+    mf = meanfield.mean_field(act, gain ** 2 * s2, 0.0, bias, alpha)
     return dict(method="critical", activation=act, bias=bias, gain=gain, sigma_w2_critical=s2,
                 sigma_w2=gain ** 2 * s2, chi1=mf.chi1, q_star=_json_number(mf.q_star), phase=mf.phase,
                 layers=layers)
@@ -128,3 +129,47 @@ def critical(built, x_batch=None, cfg=None) -> Dict[str, Any]:
 def _json_number(x: float):
     """status.json is plain JSON: an infinite q* (the forward signal explodes) is written "inf"."""
     return x if math.isfinite(x) else str(x)
+
+
+# --------------------------------------------------------------------------- the registry entries
+# They draw their kernels like any other entry, then ``post_build`` rescales them once the model and
+# the full config exist; ``variance`` is that of the draw, before rescaling.
+
+_ORTHOGONAL = initializers.get("orthogonal")
+
+
+def _lsuv_post_build(built, x_batch, cfg):
+    return lsuv(built, x_batch, cfg, tol=float(cfg.init.tol), max_iter=int(cfg.init.max_iter))
+
+
+initializers.INITIALIZERS.add("lsuv", InitSpec(
+    "lsuv", _ORTHOGONAL.make, _ORTHOGONAL.variance, lambda cfg: 0.0,
+    "Mishkin & Matas 2015 (arXiv 1511.06422), layer-sequential unit variance: an orthonormal pre-init "
+    "(as `orthogonal`: Var[W] = gain^2 / max(rows, cols)), then for each layer in order, on one training "
+    "batch, W <- W / sqrt(Var[output]) until |Var[output] - 1| < 0.1, at most 10 times (the reference "
+    "code's defaults). Iterations and final variances go to status.json's init_info.",
+    post_build=_lsuv_post_build,
+    shape_variance=_ORTHOGONAL.shape_variance,
+))
+
+
+def _critical_make(cfg, seed):
+    import keras  # TensorFlow starts only when a kernel is drawn
+
+    return keras.initializers.VarianceScaling(
+        scale=initializers._gain(cfg) ** 2, mode="fan_in", distribution="untruncated_normal", seed=seed
+    )
+
+
+def _critical_post_build(built, x_batch, cfg):
+    return critical(built, x_batch, cfg)
+
+
+initializers.INITIALIZERS.add("critical", InitSpec(
+    "critical", _critical_make, lambda fan_in, fan_out, cfg: initializers._gain(cfg) ** 2 / fan_in, lambda cfg: 0.0,
+    "The edge of chaos (Poole et al. 2016, Schoenholz et al. 2017): W ~ N(0, sigma_w^2 / fan_in) with the "
+    "sigma_w^2 that puts the run's activation at chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] = 1 (tanh 1, "
+    "ReLU 2; initsuite.meanfield.critical_sigma_w2), times gain^2. Drawn as N(0, gain^2 / fan_in), the "
+    "variance given here, then rescaled by sqrt(sigma_w^2) once the activation is known.",
+    post_build=_critical_post_build,
+))

@@ -13,6 +13,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from initsuite import activations, initializers
 from initsuite.registry import Registry
+from initsuite.tables import HIDDEN, OUTPUT
 
 
 @dataclass
@@ -23,12 +24,16 @@ class ProbePoint:
     (and where the back-propagated gradient dC/ds is read); ``act_layer``'s output is
     the activation z. For a layer with a fused activation (custom models) there is no
     ``pre_layer``: its output is the activation and the gradient is read there.
+    ``role``: :data:`initsuite.tables.HIDDEN`, or :data:`~initsuite.tables.OUTPUT` for the
+    last kernel layer (the logits): no ``act_layer``, so no ``activation`` rows, its own
+    histogram axis, and never a hidden layer in figures, verdicts or theory.
     """
 
     name: str
     kernel_layer: Any
     pre_layer: Any = None
     act_layer: Any = None
+    role: str = HIDDEN
 
     @property
     def grad_layer(self):
@@ -80,7 +85,7 @@ def build_mlp(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
         points.append(ProbePoint(dense.name, dense, dense, act))
     logits = keras.layers.Dense(num_classes, name="logits", **_layer_kwargs(cfg, "logits"))
     out = logits(h)
-    points.append(ProbePoint("logits", logits, logits, None))
+    points.append(ProbePoint("logits", logits, logits, None, role=OUTPUT))
     model = keras.Model(inputs, out, name=f"mlp_{depth}x{width}")
     return _finish(cfg, model, points)
 
@@ -117,7 +122,7 @@ def build_cnn(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
         points.append(ProbePoint(dense.name, dense, dense, act))
     logits = keras.layers.Dense(num_classes, name="logits", **_layer_kwargs(cfg, "logits"))
     out = logits(h)
-    points.append(ProbePoint("logits", logits, logits, None))
+    points.append(ProbePoint("logits", logits, logits, None, role=OUTPUT))
     model = keras.Model(inputs, out, name=f"cnn_{depth}x{width}")
     return _finish(cfg, model, points)
 

@@ -28,6 +28,8 @@ import pandas as pd
 
 from initsuite import plots
 from initsuite.plots import FigureFile
+from initsuite.results import atomic_write_text
+from initsuite.tables import check_seeds_only, with_series
 
 EXPERIMENT = "glorot2010"
 CITATION = ("Glorot & Bengio (2010), Understanding the difficulty of training deep feedforward neural networks, "
@@ -62,9 +64,8 @@ SCALES: Dict[str, List[str]] = {
     "full": ["extra.scale=_full", "train.max_steps=null", "train.epochs=100", "train.eval_every=5000",
              "train.eval_examples=10000", "probes.every=2500"],
     # seconds, for tests: tiny nets on generated data
-    "tiny": ["extra.scale=_tiny", "dataset=synthetic", "model.width=16", "model.depth=3",
-             "train.max_steps=20", "train.eval_every=10", "train.eval_examples=128", "probes.every=5",
-             "probes.batch_size=64", "probes.hist_bins=20"],
+    "tiny": ["extra.scale=_tiny", "debug=tiny", "train.max_steps=20", "train.eval_every=10", "probes.every=5",
+             "probes.hist_bins=20"],
 }
 # The extra run of Fig. 2: the paper shows a 4-layer sigmoid net, which escapes saturation (5 layers never do).
 FIG2_RUN = ["activation=sigmoid", "init=standard", "model.depth=4"]
@@ -129,11 +130,15 @@ def table1(runs: pd.DataFrame, metrics: Optional[pd.DataFrame] = None) -> pd.Dat
     """
     r = plots.deepest(runs[runs.activation.isin(ACTIVATION_TYPE)]) if len(runs) else runs
     sel = selected_test_error(r, metrics) if len(r) else pd.Series(dtype=float)
+    r = with_series(r, exclude=["dataset"]) if len(r) else r.assign(series=None)  # only seeds averaged
+    check_seeds_only(r, ["activation", "series", "dataset"])
     rows = []
-    for (act, init, dataset), g in r.groupby(["activation", "init", "dataset"]) if len(r) else []:
+    for (act, label, dataset), g in r.groupby(["activation", "series", "dataset"]) if len(r) else []:
         ok = g[(g.status == "done") & g.final_test_error.notna()]
         e = sel.reindex(ok.run_id).dropna()
-        rows.append(dict(type=row_type(act, init), activation=act, init=init, depth=int(g.depth.iloc[0]),
+        init = g.init.iloc[0]
+        rows.append(dict(type=row_type(act, init if label == init else label), activation=act, init=init,
+                         depth=int(g.depth.iloc[0]),
                          dataset=dataset, runs=len(g), diverged=int((g.status == "diverged").sum()),
                          test_error_pct=100 * e.mean() if len(e) else np.nan,
                          test_error_sd=100 * e.std() if len(e) > 1 else np.nan,
@@ -192,8 +197,6 @@ def table1_markdown(t: pd.DataFrame, scale: str = "default") -> str:
 
 
 def write_table1(t: pd.DataFrame, sweep_dir: Path, scale: str = "default") -> Dict[str, Path]:
-    from initsuite.results import atomic_write_text
-
     sweep_dir = Path(sweep_dir)
     paths = {"csv": sweep_dir / "table1.csv", "md": sweep_dir / "table1.md"}
     atomic_write_text(paths["csv"], t.to_csv(index=False))
@@ -328,9 +331,10 @@ def test_error_curves(metrics: pd.DataFrame, title: str = "") -> "plots.Figure":
     if m.empty:
         plots._no_data(ax)
     else:
-        colors = plots.init_colors(m.init.unique())
-        band = plots.seed_band(m.assign(value=100 * m.value), "step", ["activation", "init"])
-        for (act, init), b in band.groupby(["activation", "init"]):
+        m = with_series(m)
+        colors = plots.init_colors(m.series.unique())
+        band = plots.seed_band(m.assign(value=100 * m.value), "step", ["activation", "series"])
+        for (act, init), b in band.groupby(["activation", "series"]):
             ax.plot(b.step, b["mean"], linestyle=plots.ACTIVATION_STYLES.get(act, "-"), color=colors[init],
                     label=row_type(act, init) + f"  [{act}, {init}]")
         ax.legend(loc="upper right", frameon=False, ncol=1)

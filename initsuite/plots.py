@@ -8,12 +8,14 @@ state), so they work under any backend, including a notebook's.
 
 Conventions shared by every figure:
 
-* one colour per initializer, the same in every figure (:func:`init_colors`),
-  and legends that name it exactly as the config does (the ``init`` column);
+* one colour per line, the same in every figure (:func:`init_colors`); a line is one
+  configuration (:func:`initsuite.tables.series`): the initializer as the config names it,
+  plus the parameters that vary among its runs, ``truncated_normal (stddev=0.5)``;
 * per-layer figures number hidden layers from 1 (next to the input), as
   Glorot & Bengio (2010) do, and colour layers from dark (layer 1) to light;
 * several seeds of one configuration are drawn as their mean with a band
-  from the lowest to the highest seed;
+  from the lowest to the highest seed, and nothing else is ever averaged
+  (:func:`seed_band` raises if a group mixes configurations);
 * quantities that span decades (variances, gradient scales) use log axes.
 
 The comparison figures (:func:`comparison_figures`) answer "what does each
@@ -23,7 +25,6 @@ figures with the same helpers.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import zlib
 from dataclasses import dataclass, field
@@ -35,6 +36,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from initsuite import tables
+from initsuite.tables import check_seeds_only, with_series
+from initsuite.tables import hidden_rows as hidden_layers  # the rows of the hidden layers (not the output)
 
 # -- style -------------------------------------------------------------------------------------
 
@@ -184,10 +190,6 @@ def save(fig: Figure, out_dir: Path, name: str, formats: Sequence[str] = FORMATS
 
 # -- selecting data ------------------------------------------------------------------------------
 
-# Config columns that define one comparison (everything but the compared axes and the seed).
-SLICE_COLUMNS = ["dataset", "model", "width", "optimizer", "lr", "batch_size", "epochs"]
-
-
 DATA_SOURCE_LABELS = {"embedded": "embedded 10k sample", "tfds": "full, tfds", "files": "full, files"}
 
 
@@ -219,14 +221,6 @@ def describe(df: pd.DataFrame) -> str:
     return ", ".join(parts)
 
 
-def hidden_layers(layer_stats: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the hidden layers only: those with an activation (the classifier has none)."""
-    if layer_stats.empty:
-        return layer_stats
-    hid = layer_stats.loc[layer_stats.tensor == "activation", ["run_id", "layer"]].drop_duplicates()
-    return layer_stats.merge(hid, on=["run_id", "layer"], how="inner")
-
-
 def select(df: pd.DataFrame, **where) -> pd.DataFrame:
     """Rows where each column equals the value (a list/tuple/set: any of them); None: no filter."""
     mask = pd.Series(True, index=df.index)
@@ -252,7 +246,9 @@ def deepest(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def seed_band(df: pd.DataFrame, x: str, keys: Sequence[str], y: str = "value") -> pd.DataFrame:
-    """Mean, min and max over seeds (runs) of ``y`` at each ``x``, per group ``keys``."""
+    """Mean, min and max over seeds (runs) of ``y`` at each ``x``, per group ``keys``; raises
+    ``ValueError`` if a group holds different configurations (:func:`initsuite.tables.check_seeds_only`)."""
+    check_seeds_only(df, list(keys) + [x])
     g = df.groupby(list(keys) + [x])[y]
     out = g.agg(["mean", "min", "max", "count"]).reset_index()
     return out.sort_values(list(keys) + [x])
@@ -279,9 +275,24 @@ def _no_data(ax, msg="no data"):
     ax.grid(False)
 
 
-def _legend_inits(fig: Figure, inits: Sequence[str], colors: Dict[str, str], title="init"):
-    from matplotlib.lines import Line2D
+def series_order(df: pd.DataFrame, column: str = "series") -> List[str]:
+    """A table's line labels in a stable order: by initializer (:func:`init_order`), then label."""
+    if df.empty or column not in df:
+        return []
+    pairs = df[[column, "init"]].drop_duplicates() if "init" in df else df[[column]].assign(init="")
+    known = init_order(pairs.init.astype(str).unique())
+    return sorted(pairs[column].unique(), key=lambda lab: (
+        known.index(str(pairs.loc[pairs[column] == lab, "init"].iloc[0])), str(lab)))
 
+
+def _lines(df: pd.DataFrame) -> Tuple[pd.DataFrame, List[str], Dict[str, str]]:
+    """``df`` with its ``series`` column, the labels in order, and their colours."""
+    df = with_series(df)
+    labels = series_order(df)
+    return df, labels, init_colors(labels)
+
+
+def _legend_inits(fig: Figure, inits: Sequence[str], colors: Dict[str, str], title="init"):
     handles = [Line2D([], [], color=colors[i], lw=2, label=i) for i in inits]
     # below the panels: a long two-line title can never run into it
     fig.legend(handles=handles, title=title, loc="outside lower center", ncol=min(len(handles), 6), frameon=False)
@@ -289,8 +300,6 @@ def _legend_inits(fig: Figure, inits: Sequence[str], colors: Dict[str, str], tit
 
 def _legend_layers(fig: Figure, n: int, title="hidden layer", styles: Sequence[Tuple[str, str]] = ()):
     """Layer colours, then one grey entry per ``(label, matplotlib format)`` line style."""
-    from matplotlib.lines import Line2D
-
     cols = layer_colors(n)
     handles = [Line2D([], [], color=cols[i], lw=2, label=f"layer {i + 1}") for i in range(n)]
     for label, fmt in styles:
@@ -320,11 +329,9 @@ def layer_profile(layer_stats: pd.DataFrame, tensors: Sequence[str] = ("activati
     the normalized init keeps n Var[W] ~ 1 and the layers level.
     ``steps`` defaults to [0], the network at initialization (before any update).
     """
-    ls = deepest(hidden_layers(layer_stats))
+    ls, inits, colors = _lines(deepest(hidden_layers(layer_stats)))
     steps = [0] if steps is None else list(steps)
     acts = sorted(ls.activation.unique()) if len(ls) else ["-"]
-    inits = init_order(ls.init.unique()) if len(ls) else []
-    colors = init_colors(inits)
     rows = [(t, s) for t in tensors for s in steps]
     fig, axes = new_figure(len(rows), len(acts), sharex=True)
     for r, (tensor, step) in enumerate(rows):
@@ -334,9 +341,9 @@ def layer_profile(layer_stats: pd.DataFrame, tensors: Sequence[str] = ("activati
             if d.empty:
                 _no_data(ax)
             else:
-                band = seed_band(d.assign(layer_no=d.layer_index + 1), "layer_no", ["init"])
+                band = seed_band(d.assign(layer_no=d.layer_index + 1), "layer_no", ["series"])
                 for init in inits:
-                    b = band[band.init == init]
+                    b = band[band.series == init]
                     if b.empty:
                         continue
                     ax.plot(b.layer_no, b["mean"], "o-", color=colors[init], label=init)
@@ -374,10 +381,8 @@ def training_curves(metrics: pd.DataFrame, panels: Sequence[Tuple[str, str]] = (
     """Loss / error against training steps, one line per initializer (mean over seeds,
     band = lowest to highest seed), one column per activation, one row per (split, metric).
     Errors are drawn in percent."""
-    m = deepest(metrics)
+    m, inits, colors = _lines(deepest(metrics))
     acts = sorted(m.activation.unique()) if len(m) else ["-"]
-    inits = init_order(m.init.unique()) if len(m) else []
-    colors = init_colors(inits)
     fig, axes = new_figure(len(panels), len(acts), sharex=True)
     for r, (split, metric) in enumerate(panels):
         for c, act in enumerate(acts):
@@ -387,9 +392,9 @@ def training_curves(metrics: pd.DataFrame, panels: Sequence[Tuple[str, str]] = (
                 _no_data(ax)
             else:
                 scale = 100.0 if metric == "error" else 1.0
-                band = seed_band(d.assign(value=d.value * scale), x, ["init"])
+                band = seed_band(d.assign(value=d.value * scale), x, ["series"])
                 for init in inits:
-                    b = band[band.init == init]
+                    b = band[band.series == init]
                     if b.empty:
                         continue
                     ax.plot(b[x], b["mean"], "-", color=colors[init], label=init)
@@ -412,8 +417,8 @@ def outcome_heatmaps(runs: pd.DataFrame) -> Figure:
     """Initializer x depth grids, one column per activation. Top row: final test error
     (%, mean over the seeds that finished); bottom row: fraction of runs that diverged,
     annotated with the median step of their first NaN/Inf."""
+    runs, inits, _ = _lines(runs)
     acts = sorted(runs.activation.unique()) if len(runs) else ["-"]
-    inits = init_order(runs.init.unique()) if len(runs) else []
     depths = sorted(runs.depth.unique()) if len(runs) else []
     fig, axes = new_figure(2, len(acts), panel=(0.55 * max(len(depths), 3) + 1.6, 0.32 * max(len(inits), 3) + 1.0))
     err_cmap = matplotlib.colormaps["viridis_r"].with_extremes(bad="0.85")
@@ -425,9 +430,10 @@ def outcome_heatmaps(runs: pd.DataFrame) -> Figure:
         notes_err, notes_div = {}, {}
         for i, init in enumerate(inits):
             for j, depth in enumerate(depths):
-                cell = d[(d.init == init) & (d.depth == depth)]
+                cell = d[(d.series == init) & (d.depth == depth)]
                 if cell.empty:
                     continue
+                check_seeds_only(cell, [])
                 diverged = cell.status == "diverged"
                 ok = cell[~diverged & cell.final_test_error.notna()]
                 if len(ok):
@@ -470,12 +476,10 @@ def saturation_over_training(layer_stats: pd.DataFrame, stat: str = "saturated_f
     """Percentage of saturated units (|f'(s)| below 5 % of the activation's peak slope; for
     ReLU, dead units) per hidden layer during training: rows = activations,
     columns = layers, one line per initializer."""
-    ls = deepest(hidden_layers(layer_stats))
+    ls, inits, colors = _lines(deepest(hidden_layers(layer_stats)))
     d_all = select(ls, tensor="activation", stat=stat)
     acts = sorted(d_all.activation.unique()) if len(d_all) else ["-"]
     n_layers = int(d_all.layer_index.max() + 1) if len(d_all) else 1
-    inits = init_order(ls.init.unique()) if len(ls) else []
-    colors = init_colors(inits)
     fig, axes = new_figure(len(acts), n_layers, panel=(2.3, 1.9), sharex=True, sharey=True)
     for r, act in enumerate(acts):
         for li in range(n_layers):
@@ -484,9 +488,9 @@ def saturation_over_training(layer_stats: pd.DataFrame, stat: str = "saturated_f
             if d.empty:
                 _no_data(ax)
             else:
-                band = seed_band(d.assign(value=100 * d.value), "step", ["init"])
+                band = seed_band(d.assign(value=100 * d.value), "step", ["series"])
                 for init in inits:
-                    b = band[band.init == init]
+                    b = band[band.series == init]
                     if len(b):
                         ax.plot(b.step, b["mean"], "-", color=colors[init], label=init)
                         if b["count"].max() > 1:
@@ -524,6 +528,7 @@ def layer_traces(layer_stats: pd.DataFrame, panels: Sequence[Tuple[str, dict]], 
             ax.set_title(ptitle)
             continue
         d = deepest(d)
+        check_seeds_only(d, [])  # each line is a mean over seeds only
         layers = sorted(d.layer_index.unique())
         n_layers = max(n_layers, len(layers))
         cols = layer_colors(len(layers))
@@ -601,6 +606,7 @@ def layer_histograms(histograms: pd.DataFrame, panels: Sequence[Tuple[str, dict]
             _no_data(ax, "no histogram in this sweep")
             ax.set_title(ptitle)
             continue
+        check_seeds_only(d, [])  # each curve is a mean over seeds only
         layers = sorted(d.layer_index.unique())
         n_layers = max(n_layers, len(layers))
         cols = layer_colors(len(layers))
@@ -642,9 +648,10 @@ class FigureFile:
 
 
 def slices(runs: pd.DataFrame) -> List[Tuple[str, dict]]:
-    """One ``(suffix, selection)`` per combination of the slice columns that vary in the
-    sweep (dataset, model, width, optimizer, lr, batch size, epochs); ``("", {})`` if none vary."""
-    cols = [c for c in SLICE_COLUMNS if c in runs.columns and runs[c].nunique(dropna=False) > 1]
+    """One ``(suffix, selection)`` per combination of the facet columns that vary in the sweep
+    (:func:`initsuite.tables.facet_columns`: dataset, model, width, optimizer, lr, batch size,
+    epochs); ``("", {})`` if none vary. Every other varying key is a line of its own."""
+    cols = tables.facet_columns(runs)
     if not cols:
         return [("", {})]
     out = []

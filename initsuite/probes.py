@@ -20,8 +20,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import tensorflow as tf
 
 BASE_STATS = ("mean", "var", "std")
-TENSORS = ("preactivation", "activation", "backprop_grad", "weight_grad", "weight", "update_ratio")
-PHASES = ("forward", "loss", "backward", "update")
 
 
 def percentile_name(q: float) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import html
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -22,10 +23,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from initsuite import paper, plots
+from initsuite import paper, plots, tables as schema, theory_plots, verdicts
 from initsuite.plots import FigureFile
-
-TABLES = ("runs", "layer_stats", "metrics", "histograms", "events")
+from initsuite.results import atomic_write_text
+from initsuite.tables import TABLES
 
 
 def load_tables(sweep_dir: Path) -> Dict[str, pd.DataFrame]:
@@ -43,7 +44,9 @@ def load_tables(sweep_dir: Path) -> Dict[str, pd.DataFrame]:
 
 
 def summary(tables: Dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per (slice, activation, init) at the deepest depth: runs, diverged, final test error,
+    """One row per (slice, activation, configuration) at the deepest depth (the configuration: the
+    init and every other key that varies, :func:`initsuite.tables.series_columns`; only seeds are
+    averaged): runs, diverged, final test error,
     and the step-0 per-layer ratios that explain it (top / first layer activation variance,
     first / top layer back-propagated gradient variance: < 1 means it vanishes toward the input),
     plus the top layer's saturated units at the end."""
@@ -51,10 +54,13 @@ def summary(tables: Dict[str, pd.DataFrame]) -> pd.DataFrame:
     ls = plots.hidden_layers(tables["layer_stats"]) if len(tables["layer_stats"]) else pd.DataFrame()
     rows = []
     for _, where in plots.slices(runs):
-        r = plots.deepest(plots.select(runs, **where))
-        for (act, init), g in r.groupby(["activation", "init"]):
+        r = schema.with_series(plots.deepest(plots.select(runs, **where)))
+        params = schema.series_columns(r)
+        schema.check_seeds_only(r, ["activation", "series"])
+        for (act, _), g in r.groupby(["activation", "series"], sort=True):
             ids = set(g.run_id)
-            row = {**where, "activation": act, "init": init, "depth": int(g.depth.iloc[0]), "runs": len(g),
+            row = {**where, "activation": act, **{c: g[c].iloc[0] for c in params},
+                   "depth": int(g.depth.iloc[0]), "runs": len(g),
                    "diverged": int((g.status == "diverged").sum()), "failed": int((g.status == "failed").sum())}
             ok = g[(g.status == "done") & g.final_test_error.notna()]
             row["test_error_pct"] = 100 * ok.final_test_error.mean() if len(ok) else np.nan
@@ -143,8 +149,11 @@ def write_report(sweep_dir: Path, tables: Dict[str, pd.DataFrame], figures: Sequ
         parts.append("</ul>")
     if ranking is not None and len(ranking):
         parts.append("<h3>Initializers ranked per setting, with diagnoses</h3>")
-        cols = [c for c in ("architecture", "rank", "init", "test error %", "sd %", "runs", "diverged", "verdicts")
-                if c in ranking.columns]
+        shown = [c for c in schema.group_columns(ranking) if c not in ("dataset", "model", "depth", "width",
+                                                                       "activation")]
+        cols = [c for c in ("architecture", *[c for c in shown if not c.startswith("init")], "rank", "init",
+                            *[c for c in shown if c.startswith("init.")], "test error %", "sd %", "runs",
+                            "diverged", "verdicts") if c in ranking.columns]
         parts.append(_table_html(ranking[cols]))
         if "verdict_text" in ranking.columns:
             parts.append("<details><summary>Diagnoses in words</summary><ul>" + "".join(
@@ -182,7 +191,8 @@ def write_report(sweep_dir: Path, tables: Dict[str, pd.DataFrame], figures: Sequ
 
     parts.append("<h2 id='runs'>Runs</h2>")
     if len(runs):
-        cols = [c for c in ["init", "activation", "depth", "width", "dataset", "seed", "status", "final_test_error",
+        cols = [c for c in ["init", *[c for c in schema.group_columns(runs) if "." in c],
+                            "activation", "depth", "width", "dataset", "seed", "status", "final_test_error",
                             "final_train_loss", "first_nonfinite_step", "first_nonfinite_layer",
                             "first_nonfinite_phase", "wall_s", "run_id"] if c in runs.columns]
         r = runs[cols].copy()
@@ -193,8 +203,6 @@ def write_report(sweep_dir: Path, tables: Dict[str, pd.DataFrame], figures: Sequ
     parts.append("<p>Tables: <code>runs.parquet</code>, <code>layer_stats.parquet</code>, "
                  "<code>metrics.parquet</code>, <code>histograms.parquet</code>, <code>events.parquet</code> in "
                  "this folder; figures as PNG and PDF in <code>figures/</code>.</p></body></html>")
-    from initsuite.results import atomic_write_text
-
     out = sweep_dir / "report.html"
     atomic_write_text(out, "\n".join(parts))
     return out
@@ -244,10 +252,6 @@ def theory_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
                    formats: Sequence[str] = plots.FORMATS) -> List[FigureFile]:
     """The figures of :mod:`initsuite.theory_plots` (mean-field predictions beside the measurements).
     A figure that cannot be drawn for this sweep is left out with a warning, not the whole report."""
-    import sys
-
-    from initsuite import theory_plots
-
     out = []
     if not len(tables["runs"]) or not len(tables["layer_stats"]):
         return out
@@ -263,8 +267,6 @@ def theory_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
 
 def _ranking(tables: Dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Initializers ranked per setting with their diagnoses (:func:`initsuite.verdicts.ranking`)."""
-    from initsuite import verdicts
-
     if not len(tables["runs"]):
         return pd.DataFrame()
     r = verdicts.ranking(tables)

@@ -9,6 +9,7 @@ moment leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,62 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import numpy as np
 import pandas as pd
 import yaml
 
-STATUSES = ("running", "done", "diverged", "failed")
-FINISHED = ("done", "diverged")  # a relaunched sweep skips these
-
-# Keys that change where or how loudly a run reports, not what it computes.
-_ID_EXCLUDED = {"paths", "force", "experiment", "extra"}
-_ID_EXCLUDED_TRAIN = {"progress", "threads", "nonfinite_check_every"}
-
-LAYER_STATS_COLUMNS = ["run_id", "step", "epoch", "layer", "layer_index", "tensor", "stat", "value"]
-METRICS_COLUMNS = ["run_id", "step", "epoch", "split", "metric", "value"]
-HISTOGRAM_COLUMNS = ["run_id", "step", "epoch", "layer", "layer_index", "tensor", "bin", "left", "right", "count"]
-EVENTS_COLUMNS = ["run_id", "step", "epoch", "phase", "layer", "layer_index", "tensor", "kind", "detail"]
-TABLE_COLUMNS = {
-    "layer_stats": LAYER_STATS_COLUMNS,
-    "metrics": METRICS_COLUMNS,
-    "histograms": HISTOGRAM_COLUMNS,
-    "events": EVENTS_COLUMNS,
-}
-
-
-# Config columns every collected table carries (DESIGN.md), from a resolved config dict.
-CONFIG_COLUMNS = ["experiment", "dataset", "data_source", "model", "depth", "width", "init", "init_name", "activation",
-                  "optimizer", "lr", "batch_size", "epochs", "seed"]
-
-
-def config_columns(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """The flat config columns of one run (``init`` is the preset label: one name everywhere)."""
-    init = cfg.get("init", {})
-    model = cfg.get("model", {})
-    return {
-        "experiment": cfg.get("experiment"),
-        "dataset": cfg.get("dataset", {}).get("name"),
-        "data_source": cfg.get("dataset", {}).get("source") if cfg.get("dataset", {}).get("name") != "synthetic"
-        else "synthetic",
-        "model": model.get("name") if model.get("name") != "custom" else (model.get("builder") or "custom"),
-        "depth": model.get("depth"),
-        "width": model.get("width"),
-        "init": init.get("label") or init.get("name"),
-        "init_name": init.get("name"),
-        "activation": cfg.get("activation", {}).get("name"),
-        "optimizer": cfg.get("optimizer", {}).get("name"),
-        "lr": cfg.get("optimizer", {}).get("lr"),
-        "batch_size": cfg.get("train", {}).get("batch_size"),
-        "epochs": cfg.get("train", {}).get("epochs"),
-        "seed": cfg.get("seed"),
-    }
-
-
-def identity_dict(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """The part of a resolved config that decides what a run computes."""
-    d = {k: v for k, v in cfg.items() if k not in _ID_EXCLUDED}
-    if isinstance(d.get("train"), dict):
-        d["train"] = {k: v for k, v in d["train"].items() if k not in _ID_EXCLUDED_TRAIN}
-    return d
+from initsuite.tables import STATUSES, TABLE_COLUMNS, identity_dict
 
 
 def run_id(cfg: Dict[str, Any]) -> str:
@@ -80,6 +30,11 @@ def run_id(cfg: Dict[str, Any]) -> str:
     experiment always gets the same id, so a relaunched sweep finds finished runs."""
     blob = json.dumps(identity_dict(cfg), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def run_dir_for(cfg: Dict[str, Any]) -> "RunDir":
+    """The run folder of a resolved config (a plain dict): ``<paths.runs>/<run_id>/``."""
+    return RunDir(Path(cfg["paths"]["runs"]).expanduser().resolve() / run_id(cfg))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -93,17 +48,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with _suppress():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return True
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -122,7 +69,7 @@ def atomic_write_table(path: Path, df: pd.DataFrame) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with _suppress():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
@@ -177,23 +124,6 @@ class RunDir:
 
 
 def _json_default(o):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(o, np.generic):
+        return o.item()
     return str(o)
-
-
-def empty_table(name: str) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in TABLE_COLUMNS[name]})
-
-
-def _dtype(column: str) -> str:
-    if column in ("step", "layer_index", "bin", "count"):
-        return "int64"
-    if column in ("epoch", "value", "left", "right"):
-        return "float64"
-    return "object"

@@ -2,11 +2,11 @@
 
     make sweep                                     # conf/experiment/default.yaml
     make sweep EXP=tn_vs_xavier ARGS='seed=0'      # any preset; ARGS adds or narrows axes
-    python experiments/sweep.py +experiment=smoke hydra/launcher=submitit_local
+    initsuite sweep experiment=smoke hydra/launcher=submitit_local
 
 How the pieces fit:
 
-* ``experiments/sweep.py`` is Hydra's ``--multirun`` over the preset's
+* ``initsuite sweep`` is Hydra's ``--multirun`` over the preset's
   ``hydra.sweeper.params`` (the basic sweeper: a Cartesian product), plus
   ``hydra/callbacks=sweep`` (:func:`sweep_argv`), which fixes the sweep folder
   ``<paths.results>/sweeps/<experiment>/``, picks the local launcher and registers
@@ -23,7 +23,7 @@ How the pieces fit:
   at a time, with a per-run progress bar), ``submitit_local`` / ``slurm`` (cluster).
 * :func:`collect` gathers the run folders into ``runs``, ``layer_stats``, ``metrics``,
   ``histograms`` and ``events`` parquet tables at the top of the sweep folder, each
-  with the config columns (:data:`initsuite.results.CONFIG_COLUMNS`) joined.
+  with the config columns (:func:`initsuite.tables.config_frame`) joined.
 """
 
 from __future__ import annotations
@@ -45,26 +45,23 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pandas as pd
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from joblib import Parallel, delayed
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from initsuite import data, progress
-from initsuite.results import (CONFIG_COLUMNS, FINISHED, TABLE_COLUMNS, RunDir, atomic_write_table,
-                               config_columns, empty_table, run_id)
+from initsuite import data, progress, tables, verdicts
+from initsuite.configure import compose
+from initsuite.results import RunDir, atomic_write_table, run_id
+from initsuite.tables import FINISHED, RUN_FIELDS, RUN_TABLES, TABLES, empty_table
 
 LOG_NAME = "run.log"  # each run's stdout (and, in parallel, stderr), appended per attempt
-TABLES = ("runs", *TABLE_COLUMNS)  # runs, layer_stats, metrics, histograms, events
 SWEEP_BASE = "hydra/callbacks=sweep"  # conf/hydra/callbacks/sweep.yaml: folder, launcher, callback
 DEFAULT_EXPERIMENT = "default"
 GB_PER_JOB = 2.0  # memory one local job may need (TensorFlow + a dataset copy); caps the job count
 JOBS_PER_GPU = 2  # the suite's nets are small: a second job keeps a GPU busy while the first traces or evaluates
 
-# Columns of the runs table after run_id and the config columns, from each status.json.
-RUN_FIELDS = ["status", "first_nonfinite_step", "first_nonfinite_layer", "first_nonfinite_phase",
-              "first_nonfinite_tensor",
-              *[f"final_{split}_{metric}" for split in ("train", "valid", "test") for metric in ("loss", "error")],
-              "steps", "total_steps", "wall_s", "train_s", "device", "host", "started", "updated", "error",
-              "data", "n_train", "n_valid", "n_test"]
-_INT_FIELDS = ("first_nonfinite_step", "steps", "total_steps", "n_train", "n_valid", "n_test")
 DATA_SOURCES_NAME = "data_sources.json"  # <sweep>/: dataset -> source resolved once, before the first run
 
 
@@ -72,16 +69,16 @@ DATA_SOURCES_NAME = "data_sources.json"  # <sweep>/: dataset -> source resolved 
 
 
 def sweep_argv(argv: Sequence[str]) -> List[str]:
-    """``experiments/sweep.py``'s command line as Hydra should see it: always a multirun,
-    of ``+experiment=default`` unless a preset is named, with the sweep settings
+    """``initsuite sweep``'s command line as Hydra should see it: always a multirun,
+    of ``experiment=default`` unless a preset is named, with the sweep settings
     (:data:`SWEEP_BASE`) unless the user chose other callbacks. Anything the user wrote
     (launcher, ``hydra.launcher.n_jobs=4``, axes) still wins."""
     argv = list(argv)
     args = argv[1:]
     if "--multirun" not in args and "-m" not in args:
         args.insert(0, "--multirun")
-    if not any(a.lstrip("+").startswith("experiment=") and a.startswith("+") for a in args):
-        args.append(f"+experiment={DEFAULT_EXPERIMENT}")
+    if not any(a.lstrip("+").startswith("experiment=") for a in args):
+        args.append(f"experiment={DEFAULT_EXPERIMENT}")
     if not any(a.startswith("hydra/callbacks=") for a in args):
         args.append(SWEEP_BASE)
     # Worker processes inherit this: TensorFlow's start-up banner, once per job, is noise.
@@ -93,9 +90,6 @@ def job_overrides(params: Optional[Mapping[str, Any]], task_overrides: Sequence[
     """The override list of every job Hydra's basic sweeper makes from a preset's
     ``hydra.sweeper.params`` and the command line (a later value for a key replaces it:
     that is how ``ARGS`` narrows an axis)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     args = [f"{k}={v}" for k, v in (params or {}).items()] + list(task_overrides)
     parsed = OverridesParser.create().parse_overrides(args)
     return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
@@ -103,11 +97,7 @@ def job_overrides(params: Optional[Mapping[str, Any]], task_overrides: Sequence[
 
 def grid(experiment: str = DEFAULT_EXPERIMENT, overrides: Sequence[str] = ()) -> List[List[str]]:
     """The jobs ``make sweep EXP=<experiment> ARGS='<overrides>'`` runs, as override lists."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from initsuite.configure import compose
-
-    task = [f"+experiment={experiment}", *overrides]
+    task = [f"experiment={experiment}", *overrides]
     parsed = OverridesParser.create().parse_overrides(task)
     cfg = compose([o.input_line for o in parsed if not o.is_sweep_override()], return_hydra_config=True)
     return job_overrides(OmegaConf.to_container(cfg.hydra.sweeper.params) if cfg.hydra.sweeper.params else {},
@@ -317,9 +307,7 @@ def _record_early_failure(rdir: RunDir, cfg, error: str, tb: str) -> None:
 
 
 def sweep_job(cfg: DictConfig) -> Dict[str, Any]:
-    """The Hydra task of ``experiments/sweep.py``: one run of the sweep in its folder."""
-    from hydra.core.hydra_config import HydraConfig
-
+    """The Hydra task of ``initsuite sweep``: one run of the sweep in its folder."""
     hc = HydraConfig.get()
     mode = launch_mode(hc.launcher)
     with open_dict(cfg):
@@ -344,6 +332,7 @@ class Collected(dict):
                  skipped: List[Tuple[str, str]], pending: List[str]):
         super().__init__(tables)
         self.sweep_dir, self.skipped, self.pending = sweep_dir, skipped, pending
+        self.outcomes: List[Dict[str, Any]] = []  # run_grid: each grid point's run_one report
 
 
 def collect(sweep_dir: Path, write: bool = True) -> Collected:
@@ -363,7 +352,8 @@ def collect(sweep_dir: Path, write: bool = True) -> Collected:
     folders = sorted(p for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if runs_root.is_dir() else []
     rows: List[Dict[str, Any]] = []
-    frames: Dict[str, List[pd.DataFrame]] = {name: [] for name in TABLE_COLUMNS}
+    configs: List[Dict[str, Any]] = []
+    frames: Dict[str, List[Tuple[int, pd.DataFrame]]] = {name: [] for name in RUN_TABLES}
     skipped: List[Tuple[str, str]] = []
     pending: List[str] = []
     for folder in folders:
@@ -373,32 +363,34 @@ def collect(sweep_dir: Path, write: bool = True) -> Collected:
             skipped.append((str(folder), "no readable status.json"))
             continue
         try:
-            cols = config_columns(rdir.read_config())
+            cfg = rdir.read_config()
+            tables.identity_columns(cfg)
         except Exception as exc:
             skipped.append((str(folder), f"no readable config.yaml ({type(exc).__name__})"))
             continue
-        row = {"run_id": status.get("run_id") or folder.name, **cols, **{f: status.get(f) for f in RUN_FIELDS},
+        row = {"run_id": status.get("run_id") or folder.name, **{f: status.get(f) for f in RUN_FIELDS},
                "path": str(folder), "log": str(folder / LOG_NAME) if (folder / LOG_NAME).exists() else None}
         if row["status"] in FINISHED:
             try:
-                tables = {name: rdir.read_table(name) for name in TABLE_COLUMNS}
+                per_run = {name: rdir.read_table(name) for name in RUN_TABLES}
             except Exception as exc:
                 skipped.append((str(folder), f"unreadable table ({type(exc).__name__}: {exc})"))
                 continue
-            for name, df in tables.items():
+            for name, df in per_run.items():
                 if len(df):
-                    frames[name].append(df.assign(**{c: cols[c] for c in CONFIG_COLUMNS}))
+                    frames[name].append((len(rows), df))
         elif row["status"] == "running":
             pending.append(str(folder))
         rows.append(row)
+        configs.append(cfg)
 
-    out = {"runs": _runs_frame(rows)}
+    # The config columns: identity columns plus every key that varies across these runs.
+    cols = tables.config_frame(configs)
+    out = {"runs": _runs_frame(rows, cols)}
     for name, parts in frames.items():
-        out[name] = pd.concat(parts, ignore_index=True) if parts else \
-            empty_table(name).assign(**{c: pd.Series(dtype=object) for c in CONFIG_COLUMNS})
+        out[name] = pd.concat([df.assign(**cols.iloc[i].to_dict()) for i, df in parts], ignore_index=True) \
+            if parts else empty_table(name).assign(**{c: pd.Series(dtype=object) for c in cols.columns})
     # Plain-words diagnoses (verdicts, verdict_text) beside each run, from the tables just gathered.
-    from initsuite import verdicts
-
     out["runs"] = verdicts.annotate(out)
     if write:
         for name, df in out.items():
@@ -406,12 +398,12 @@ def collect(sweep_dir: Path, write: bool = True) -> Collected:
     return Collected(out, sweep_dir, skipped, pending)
 
 
-def _runs_frame(rows: List[Dict[str, Any]]) -> pd.DataFrame:
-    columns = ["run_id", *CONFIG_COLUMNS, *RUN_FIELDS, "path", "log"]
-    df = pd.DataFrame(rows, columns=columns)
-    for c in _INT_FIELDS:
+def _runs_frame(rows: List[Dict[str, Any]], config: pd.DataFrame) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=["run_id", *RUN_FIELDS, "path", "log"])
+    df = pd.concat([df[["run_id"]], config.reset_index(drop=True), df.drop(columns="run_id")], axis=1)
+    for c in tables.INT_RUN_FIELDS:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
-    for c in [c for c in RUN_FIELDS if c.startswith("final_")] + ["wall_s", "train_s"]:
+    for c in tables.FLOAT_RUN_FIELDS:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     order = [c for c in ("dataset", "model", "init", "activation", "depth", "width", "seed") if c in df]
     return df.sort_values(order, kind="stable", na_position="last").reset_index(drop=True) if len(df) else df
@@ -420,16 +412,17 @@ def _runs_frame(rows: List[Dict[str, Any]]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- what the user sees
 
 
-AXES = ("dataset", "model", "width", "optimizer", "lr", "batch_size", "epochs")  # shown when they vary
-
-
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per initializer x activation x depth (and per any other axis that varies):
-    runs, final test error over the seeds that finished without NaN (mean, std), how many
-    diverged and the earliest first-NaN step, and how many failed or are still running."""
+    """One row per configuration (:func:`initsuite.tables.group_columns`, with init, activation
+    and depth always shown): runs, final test error over the seeds that finished without NaN
+    (mean, std), how many diverged and the earliest first-NaN step, and how many failed or are
+    still running. Only seeds are averaged."""
     if runs.empty:
         return pd.DataFrame()
-    keys = [c for c in AXES if runs[c].nunique(dropna=False) > 1] + ["init", "activation", "depth"]
+    group = tables.group_columns(runs)
+    keys = [c for c in group if c not in ("init", "activation", "depth")] + ["init", "activation", "depth"]
+    keys = [c for c in keys if c in runs] + [c for c in group if c not in keys]
+    tables.check_seeds_only(runs, keys)
     rows = []
     for values, g in runs.groupby(keys, sort=True, dropna=False):
         done = g[g.status == "done"].final_test_error.dropna() * 100
@@ -495,7 +488,7 @@ def report(collected: Collected, name: Optional[str] = None, stream=None, report
 
 def collect_main(argv: Optional[Sequence[str]] = None) -> int:
     """``make collect SWEEP=<folder>``: (re)collect a sweep, finished or not, and report."""
-    parser = argparse.ArgumentParser(prog="experiments/collect.py", description=collect_main.__doc__)
+    parser = argparse.ArgumentParser(prog="initsuite collect", description=collect_main.__doc__)
     parser.add_argument("sweep", nargs="?", help="sweep folder, e.g. results/sweeps/default")
     args = parser.parse_args(argv)
     if not args.sweep:
@@ -514,11 +507,11 @@ def collect_main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _grid_job(overrides: Sequence[str], sweep_dir: str, key: str, threads: int, quiet: bool,
-              experiment: Optional[str] = None) -> Dict[str, Any]:
-    from initsuite.configure import compose
-
+              experiment: Optional[str] = None, updates: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     cfg = compose(list(overrides))
     with open_dict(cfg):
+        for k, v in (updates or {}).items():  # values the command line cannot spell (a registered builder)
+            OmegaConf.update(cfg, k, v, merge=False)
         if experiment:  # set here: with a preset loaded, `experiment=x` would name another preset
             cfg.experiment = experiment
         if threads and not cfg.train.threads:
@@ -531,16 +524,17 @@ def _grid_job(overrides: Sequence[str], sweep_dir: str, key: str, threads: int, 
 
 
 def run_grid(grid_points: Sequence[Sequence[str]], overrides: Sequence[str] = (), experiment: Optional[str] = None,
-             n_jobs: int = 1, verbose: bool = True) -> Collected:
+             n_jobs: int = 1, verbose: bool = True, updates: Optional[Mapping[str, Any]] = None) -> Collected:
     """Run a grid given as override lists (each on top of ``overrides``) as one sweep, then
-    collect it: ``run_grid([["init=standard"], ["init=glorot_uniform"]], ["+experiment=smoke"])``.
+    collect it: ``run_grid([["init=standard"], ["init=glorot_uniform"]], ["experiment=smoke"])``.
 
-    The sweep folder is ``<paths.results>/sweeps/<experiment>/``; ``experiment`` (if given)
-    replaces the config key in every run. ``n_jobs > 1`` runs the points in that many processes (joblib/loky),
-    each with cores / n_jobs TensorFlow threads. Returns :func:`collect`'s tables.
+    The sweep folder is ``<paths.results>/sweeps/<experiment>/``, the one ``make sweep`` uses
+    and ``make figures SWEEP=<folder>`` reads; ``experiment`` (if given) replaces the config key
+    in every run. ``updates``: ``{dotted key: value}`` set on every composed config (values the
+    override grammar cannot spell; in-process only, ``n_jobs=1``). ``n_jobs > 1`` runs the points
+    in that many processes (joblib/loky), each with cores / n_jobs TensorFlow threads. Returns
+    :func:`collect`'s tables; ``outcomes`` holds each point's :func:`run_one` report, in grid order.
     """
-    from initsuite.configure import compose
-
     points = [[*overrides, *p] for p in grid_points] or [list(overrides)]
     first = compose(points[0])
     name = experiment or str(first.experiment)
@@ -552,14 +546,14 @@ def run_grid(grid_points: Sequence[Sequence[str]], overrides: Sequence[str] = ()
     monitor.start()
     try:
         if n_jobs == 1:
-            for i, p in enumerate(points):
-                _grid_job(p, str(sweep_dir), str(i), 0, True, experiment)
+            outcomes = [_grid_job(p, str(sweep_dir), str(i), 0, True, experiment, updates)
+                        for i, p in enumerate(points)]
         else:
-            from joblib import Parallel, delayed
-
+            if updates:
+                raise ValueError("run_grid(updates=...) runs in this process only: use n_jobs=1")
             jobs = usable_cores() if n_jobs < 0 else n_jobs
             threads = max(1, usable_cores() // jobs)
-            Parallel(n_jobs=jobs, backend="loky", batch_size=1)(
+            outcomes = Parallel(n_jobs=jobs, backend="loky", batch_size=1)(
                 delayed(_grid_job)(p, str(sweep_dir), str(i), threads, True, experiment)
                 for i, p in enumerate(points))
     finally:
@@ -567,6 +561,7 @@ def run_grid(grid_points: Sequence[Sequence[str]], overrides: Sequence[str] = ()
         if not verbose:
             stream.close()
     collected = collect(sweep_dir)
+    collected.outcomes = list(outcomes)
     if verbose:
         report(collected, name)
     return collected

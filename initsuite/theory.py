@@ -1,39 +1,12 @@
-"""Closed-form predictions to set beside the measurements.
+"""Theory beside a run's measurements: the predictions of :mod:`initsuite.meanfield` (mean-field
+signal propagation; Glorot & Bengio's linear regime) for the layers of a run, from its config or
+from its tables.
 
-Two theories, both from the variances the initializers *realise*:
-
-**Glorot & Bengio (2010), linear regime** (:func:`glorot_linear`). With s^i = z^i W^i + b^i,
-z^{i+1} = f(s^i) and f'(0) = 1, a layer multiplies the forward variance by n_i Var[W^i]
-(fan-in) and the back-propagated one by n_{i+1} Var[W^i] (fan-out):
-
-    Var[z^{i+1}]   = Var[x] * prod_{k<=i} fan_in_k  Var[W^k]
-    Var[dC/ds^i]   = Var[dC/ds^top] * prod_{k>i} fan_out_k Var[W^k]
-    Var[dC/dW^i]   = Var[z^i] Var[dC/ds^i]      (the same in every layer when widths are equal)
-
-**Mean-field signal propagation** (Poole et al. 2016, arXiv 1606.05340; Schoenholz et al. 2017,
-arXiv 1611.01232) for any registered activation phi. A layer's pre-activations are Gaussian over
-its units, s ~ N(b, q), with
-
-    q^1     = sigma_w^2 * mean(x^2) + sigma_b^2
-    q^{l+1} = sigma_w^2 * E_z[phi(b + sqrt(q^l) z)^2] + sigma_b^2             (the q-map)
-    chi_1   = sigma_w^2 * E_z[phi'(b + sqrt(q*) z)^2]    at the fixed point q* = qmap(q*)
-
-chi_1 < 1 is the ordered phase (back-propagated gradients shrink by ~chi_1 per layer), > 1 the
-chaotic one (they grow), = 1 critical. The correlation depth scale is xi_c = -1/log chi_c, with
-chi_c = sigma_w^2 E[phi'(u_1) phi'(u_2)] at the stable correlation fixed point c* (c* = 1 and
-chi_c = chi_1 in the ordered phase); networks train when depth <~ 6 xi_c. Critical points: tanh
-with sigma_b = 0 at sigma_w^2 = 1, ReLU at sigma_w^2 = 2. Expectations over the standard normal
-z use Gauss-Hermite quadrature (:mod:`numpy.polynomial.hermite_e`) where it is exact, and
-Gauss-Legendre panels for wide or shifted Gaussians, where it is not (:func:`gaussian_mean`).
-
-sigma_w^2 = fan_in * Var[W] *as realised*: a Keras truncated normal keeps only 0.7737 of its
-nominal variance, and the registry's ``variance`` formulas include that (see :func:`run_sigmas`).
-
-**Constant biases.** The suite's biases are a constant ``init.bias`` (the TF tutorial's 0.1),
-not random: sigma_b^2 = 0, and every unit's pre-activation is b + N(0, q). The maps here
-integrate phi(b + sqrt(q) z) -- exact for a constant bias -- and ``q`` is the variance of the
-pre-activations around b, which is what the probes' ``preactivation var`` measures. With b = 0
-this is Poole et al.'s map; a random bias adds sigma_b^2 as usual.
+sigma_w^2 = fan_in * Var[W] *as realised*: Var[W] is the registry's shape-aware formula
+(:meth:`initsuite.initializers.InitSpec.variance_for_shape`) for each kernel's own shape, so a
+Keras truncated normal keeps only 0.7737 of its nominal variance and an orthogonal kernel
+(3, 3, 1, 32) has entries of variance 1/32 (:func:`run_sigmas`). Data-driven initializers record
+what they did in ``init_info``. Per-run tables carry the constant bias in ``init.bias``.
 
 Nothing here imports TensorFlow or Hydra.
 """
@@ -41,334 +14,20 @@ Nothing here imports TensorFlow or Hydra.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
-from numpy.polynomial import hermite_e, legendre
 
-from initsuite import activations, initializers
-
-QUAD_NODES = 64  # Gauss-Hermite nodes (even: none sits on ReLU's kink at 0)
-GH_MAX_SD = 1.0  # Gauss-Hermite only for zero-mean Gaussians this narrow (error < 1e-6 there)
-PANEL_NODES = 48  # Gauss-Legendre nodes per panel otherwise
-PANEL_EDGE = 20.0  # every registered activation bends within |u| < 20; beyond it is smooth
-Q_FLOOR = 1e-6  # q below this counts as the q -> 0 limit (the fixed point of tanh at sigma_w^2 <= 1)
-Q_CEIL = 1e6  # q above this counts as infinite: the forward signal explodes (e.g. ReLU, sigma_w^2 > 2)
-TRAINABLE_DEPTH_FACTOR = 6.0  # Schoenholz et al. 2017: nets train when depth <~ 6 xi_c
-CRITICAL_TOL = 0.01  # |chi_1 - 1| below this is "critical": a measured sigma_w^2 has ~0.5 % sampling error
-
-_GH_Z, _GH_W = hermite_e.hermegauss(QUAD_NODES)
-_GH_W = _GH_W / math.sqrt(2.0 * math.pi)  # weights of the standard normal measure (they sum to 1)
-_GL_X, _GL_W = legendre.leggauss(PANEL_NODES)
-
-ActivationLike = Union[str, activations.ActivationSpec]
-
-
-def _fns(activation: ActivationLike, alpha: Optional[float]) -> Tuple[Callable, Callable]:
-    spec = activations.get(activation) if isinstance(activation, str) else activation
-    return (lambda u: spec.numpy(u, alpha)), (lambda u: spec.derivative(u, alpha))
-
-
-def _panel_rule(mean: np.ndarray, sd: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights of N(mean, sd^2) on [mean - 10 sd, mean + 10 sd], cut into Gauss-Legendre
-    panels at -20, 0 and 20: kinks at 0 (ReLU, ELU, softsign) fall on a panel edge, and the
-    activation's bend is resolved however wide the Gaussian is."""
-    lo, hi = mean - 10.0 * sd, mean + 10.0 * sd
-    edges = [lo] + [np.clip(e, lo, hi) for e in (-PANEL_EDGE, 0.0, PANEL_EDGE)] + [hi]
-    nodes, weights = [], []
-    for a, c in zip(edges[:-1], edges[1:]):
-        half = (c - a)[..., None] / 2.0
-        u = a[..., None] + half * (_GL_X + 1.0)
-        dens = np.exp(-0.5 * ((u - mean[..., None]) / sd[..., None]) ** 2) / (sd[..., None] * math.sqrt(2 * math.pi))
-        nodes.append(u)
-        weights.append(_GL_W * half * dens)
-    return np.concatenate(nodes, axis=-1), np.concatenate(weights, axis=-1)
-
-
-def gaussian_mean(fn: Callable[[np.ndarray], np.ndarray], var, mean=0.0) -> np.ndarray:
-    """E[fn(u)] for u ~ N(mean, var), vectorised over (broadcast) var and mean.
-
-    Gauss-Hermite quadrature (numpy.polynomial.hermite_e) for zero-mean Gaussians with
-    sd <= GH_MAX_SD, where it is exact to ~1e-7. Its nodes sit ~0.3 sd apart near 0, so for wide
-    Gaussians it misses the bend of tanh'(u)^2 altogether (a 100 % error at sd 28, i.e. TF1's
-    stddev 1.0 on 1000 units), and a kink off its symmetric nodes (ReLU with a bias) costs a few
-    percent: those use :func:`_panel_rule` (error < 1e-5).
-    """
-    var, mean = np.broadcast_arrays(np.clip(np.asarray(var, dtype=np.float64), 0.0, None),
-                                    np.asarray(mean, dtype=np.float64))
-    sd = np.sqrt(var)
-    out = np.empty(var.shape)
-    gh = (sd <= GH_MAX_SD) & ((mean == 0.0) | (sd == 0.0))
-    if gh.any():
-        u = mean[gh][:, None] + sd[gh][:, None] * _GH_Z
-        out[gh] = np.sum(fn(u) * _GH_W, axis=-1)
-    if (~gh).any():
-        u, w = _panel_rule(mean[~gh], sd[~gh])
-        out[~gh] = np.sum(fn(u) * w, axis=-1)
-    return out[()] if out.ndim == 0 else out
-
-
-# --------------------------------------------------------------------------- mean field
-
-
-def qmap(activation: ActivationLike, sigma_w2, sigma_b2, q, bias=0.0, alpha: Optional[float] = None):
-    """One layer of the q-map: sigma_w^2 E_z[phi(b + sqrt(q) z)^2] + sigma_b^2 (vectorised over q)."""
-    phi, _ = _fns(activation, alpha)
-    return sigma_w2 * gaussian_mean(lambda u: phi(u) ** 2, q, bias) + sigma_b2
-
-
-def _bisect(f: Callable[[float], float], lo: float, hi: float, iters: int = 80) -> float:
-    """Root of f in [lo, hi] (f(lo), f(hi) of opposite signs), bisected on a log scale."""
-    flo = f(lo)
-    for _ in range(iters):
-        mid = math.sqrt(lo * hi)
-        fm = f(mid)
-        if (fm > 0) == (flo > 0):
-            lo, flo = mid, fm
-        else:
-            hi = mid
-    return math.sqrt(lo * hi)
-
-
-def fixed_point(activation: ActivationLike, sigma_w2: float, sigma_b2: float = 0.0, bias: float = 0.0,
-                alpha: Optional[float] = None, q0: float = 1.0) -> float:
-    """The fixed point q* = qmap(q*) that iterating the q-map from ``q0`` converges to.
-
-    Returns 0.0 when the signal dies out (tanh with sigma_w^2 <= 1, sigma_b = 0, b = 0), ``inf``
-    when it grows without bound (ReLU with sigma_w^2 > 2), and ``q0`` itself when every q is a
-    fixed point (ReLU at exactly sigma_w^2 = 2). Found by scanning g(q) = qmap(q) - q on a log
-    grid in the direction the map moves from q0, then bisecting the first crossing.
-    """
-    q0 = float(np.clip(q0, Q_FLOOR, Q_CEIL))
-    grid = np.union1d(np.geomspace(Q_FLOOR, Q_CEIL, 241), [q0])
-
-    def g_of(q):
-        q = np.asarray(q, dtype=np.float64)
-        g = qmap(activation, sigma_w2, sigma_b2, q, bias, alpha) - q
-        return np.where(np.abs(g) <= 1e-6 * q, 0.0, g)  # a neutral map (ReLU at 2), up to float noise
-
-    g = g_of(grid)
-    i0 = int(np.searchsorted(grid, q0))
-    if g[i0] == 0.0:
-        return q0
-    g_scalar = lambda q: float(qmap(activation, sigma_w2, sigma_b2, q, bias, alpha)) - q
-    if g[i0] > 0:  # the map pushes q up: first crossing above q0, else unbounded
-        for j in range(i0 + 1, len(grid)):
-            if g[j] <= 0:
-                return float(grid[j]) if g[j] == 0 else _bisect(g_scalar, grid[j - 1], grid[j])
-        return math.inf
-    for j in range(i0 - 1, 0, -1):  # pushed down: first crossing below q0, else dies out
-        if g[j] >= 0:
-            return float(grid[j]) if g[j] == 0 else _bisect(g_scalar, grid[j], grid[j + 1])
-    return 0.0
-
-
-def chi1(activation: ActivationLike, sigma_w2: float, sigma_b2: float = 0.0, bias: float = 0.0,
-         alpha: Optional[float] = None, q: Optional[float] = None) -> float:
-    """chi_1 = sigma_w^2 E_z[phi'(b + sqrt(q) z)^2] at q (default: the fixed point q*).
-
-    The per-layer factor by which back-propagated gradients' variance grows (> 1) or shrinks (< 1)
-    at equal widths. q = 0 or inf are evaluated at Q_FLOOR / Q_CEIL, their limits.
-    """
-    if q is None:
-        q = fixed_point(activation, sigma_w2, sigma_b2, bias, alpha)
-    _, dphi = _fns(activation, alpha)
-    q = float(np.clip(q, Q_FLOOR, Q_CEIL))
-    return float(sigma_w2 * gaussian_mean(lambda u: dphi(u) ** 2, q, bias))
-
-
-def _pair_mean(f1: Callable, f2: Callable, q: float, c: float, bias: float) -> float:
-    """E[f1(u1) f2(u2)] for u1, u2 ~ b + N(0, q) with correlation c, as nested one-dimensional
-    integrals: given u1, u2 ~ N(b + c (u1 - b), q (1 - c^2))."""
-    sd = math.sqrt(q)
-    if sd <= GH_MAX_SD and bias == 0.0:
-        u1, w1 = bias + sd * _GH_Z, _GH_W
-    else:
-        u1, w1 = _panel_rule(np.array(float(bias)), np.array(sd))
-    inner = gaussian_mean(f2, q * max(1.0 - c * c, 0.0), bias + c * (u1 - bias))
-    return float(np.sum(w1 * f1(u1) * inner))
-
-
-def correlation_map(activation: ActivationLike, sigma_w2: float, sigma_b2: float, c: float, q: float,
-                    bias: float = 0.0, alpha: Optional[float] = None) -> float:
-    """c' = (sigma_w^2 E[phi(u_1) phi(u_2)] + sigma_b^2) / q*, with u_1, u_2 ~ b + N(0, q*) correlated
-    c: how the correlation of two inputs' pre-activations moves by one layer. The denominator is
-    computed by the same rule at c = 1, so c = 1 maps exactly onto itself."""
-    phi, _ = _fns(activation, alpha)
-    q = float(np.clip(q, Q_FLOOR, Q_CEIL))
-    c = float(np.clip(c, -1.0, 1.0))
-    num = sigma_w2 * _pair_mean(phi, phi, q, c, bias) + sigma_b2
-    den = sigma_w2 * _pair_mean(phi, phi, q, 1.0, bias) + sigma_b2
-    return num / den
-
-
-def correlation_fixed_point(activation: ActivationLike, sigma_w2: float, sigma_b2: float, q: float,
-                            bias: float = 0.0, alpha: Optional[float] = None) -> float:
-    """The stable fixed point c* of the correlation map below 1 (chaotic phase): scan
-    h(c) = cmap(c) - c downward from 1 - 1e-3 (where h < 0 when chi_1 > 1) to its first zero and
-    bisect. Returns 1.0 when none is found (the ordered phase, or too close to critical to tell)."""
-    h = lambda c: correlation_map(activation, sigma_w2, sigma_b2, c, q, bias, alpha) - c
-    grid = 1.0 - np.geomspace(1e-3, 2.0, 41)
-    prev_c, prev_h = None, None
-    for c in grid:
-        hc = h(c)
-        if abs(hc) < 1e-12:
-            return float(c)
-        if hc > 0:
-            if prev_c is None:
-                return 1.0
-            lo, hi = c, prev_c  # h(lo) > 0 > h(hi)
-            for _ in range(60):
-                mid = 0.5 * (lo + hi)
-                if h(mid) > 0:
-                    lo = mid
-                else:
-                    hi = mid
-            return 0.5 * (lo + hi)
-        prev_c, prev_h = c, hc
-    return -1.0
-
-
-@dataclass(frozen=True)
-class MeanField:
-    """Where one (activation, sigma_w^2, sigma_b^2, b) sits: fixed points, slopes, depth scale."""
-
-    activation: str
-    sigma_w2: float
-    sigma_b2: float
-    bias: float
-    q_star: float  # fixed point of the q-map (0: the signal dies out, inf: it explodes)
-    chi1: float  # gradient growth per layer at q*
-    c_star: float  # stable correlation fixed point (1 in the ordered phase)
-    chi_c: float  # slope of the correlation map at c*
-    xi_c: float  # correlation depth scale 1 / |log chi_c|
-    trainable_depth: float  # TRAINABLE_DEPTH_FACTOR * xi_c
-    phase: str  # ordered | critical | chaotic
-
-    def as_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-
-def mean_field(activation: ActivationLike, sigma_w2: float, sigma_b2: float = 0.0, bias: float = 0.0,
-               alpha: Optional[float] = None, q0: float = 1.0) -> MeanField:
-    """Fixed point, chi_1, the stable correlation point and the depth scale in one go.
-
-    chi_c: in the ordered phase c* = 1 and chi_c = chi_1. In the chaotic phase c* < 1 is the
-    c-map's stable point (:func:`correlation_fixed_point`) and chi_c = sigma_w^2 E[phi'(u_1)
-    phi'(u_2)] there. When q* is infinite (unbounded phi, forward signal explodes) chi_c = chi_1:
-    the depth scale is then the one over which gradients grow by e.
-    """
-    name = activation if isinstance(activation, str) else activation.name
-    q_star = fixed_point(activation, sigma_w2, sigma_b2, bias, alpha, q0)
-    c1 = chi1(activation, sigma_w2, sigma_b2, bias, alpha, q_star)
-    phase = "critical" if abs(c1 - 1.0) < CRITICAL_TOL else ("ordered" if c1 < 1.0 else "chaotic")
-    c_star, chi_c = 1.0, c1
-    if phase == "chaotic" and math.isfinite(q_star):
-        c_star = correlation_fixed_point(activation, sigma_w2, sigma_b2, q_star, bias, alpha)
-        if c_star < 1.0:
-            _, dphi = _fns(activation, alpha)
-            chi_c = sigma_w2 * _pair_mean(dphi, dphi, max(q_star, Q_FLOOR), c_star, bias)
-    log_chi = abs(math.log(chi_c)) if chi_c > 0 else math.inf
-    xi = math.inf if log_chi < 1e-12 else 1.0 / log_chi
-    return MeanField(name, float(sigma_w2), float(sigma_b2), float(bias), float(q_star), c1, float(c_star),
-                     chi_c, xi, TRAINABLE_DEPTH_FACTOR * xi, phase)
-
-
-def depth_scale(activation: ActivationLike, sigma_w2: float, sigma_b2: float = 0.0, bias: float = 0.0,
-                alpha: Optional[float] = None) -> float:
-    """xi_c = 1 / |log chi_c| (Schoenholz et al. 2017); inf at criticality."""
-    return mean_field(activation, sigma_w2, sigma_b2, bias, alpha).xi_c
-
-
-def trainable_depth(activation: ActivationLike, sigma_w2: float, sigma_b2: float = 0.0, bias: float = 0.0,
-                    alpha: Optional[float] = None) -> float:
-    """About how deep a net at (sigma_w^2, sigma_b^2) still trains: 6 xi_c (Schoenholz et al. 2017)."""
-    return mean_field(activation, sigma_w2, sigma_b2, bias, alpha).trainable_depth
-
-
-def critical_sigma_w2(activation: ActivationLike, sigma_b2: float = 0.0, bias: float = 0.0,
-                      alpha: Optional[float] = None, lo: float = 1e-2, hi: float = 1e3) -> float:
-    """The sigma_w^2 that puts ``activation`` at chi_1 = 1 (the edge of chaos).
-
-    tanh/softsign at sigma_b = 0: 1 (= 1/phi'(0)^2); ReLU: 2; linear: 1. Found by scanning
-    chi_1(sigma_w^2) on a log grid over [lo, hi] and bisecting the first upward crossing of 1;
-    raises ValueError when chi_1 never reaches 1 there.
-    """
-    f = lambda s: chi1(activation, s, sigma_b2, bias, alpha) - 1.0
-    grid = np.geomspace(lo, hi, 61)
-    values = [f(s) for s in grid]
-    for j in range(1, len(grid)):
-        if values[j - 1] < 0 <= values[j]:
-            return _bisect(f, grid[j - 1], grid[j])
-    name = activation if isinstance(activation, str) else activation.name
-    raise ValueError(f"no sigma_w^2 in [{lo:g}, {hi:g}] puts {name} at chi_1 = 1 "
-                     f"(sigma_b^2 = {sigma_b2:g}, bias = {bias:g})")
-
-
-def propagate(activation: ActivationLike, sigma_w2: Sequence[float], q0: float, bias: float = 0.0,
-              sigma_b2: float = 0.0, alpha: Optional[float] = None,
-              back_gain: Optional[Sequence[float]] = None, top_grad: float = 1.0) -> pd.DataFrame:
-    """Layer-by-layer mean-field prediction for layers that are each followed by phi.
-
-    ``sigma_w2[l]`` = fan_in_l Var[W^l]; ``q0`` is layer 0's pre-activation variance
-    (sigma_w2[0] mean(x^2) + sigma_b^2 from the input, or a measurement). Backward, the variance of
-    dC/ds is anchored at the top layer (``top_grad``) and carried down by
-    E[dC/ds^l ^2] = E[phi'(s^l)^2] * back_gain[l+1] * E[dC/ds^{l+1} ^2], with
-    back_gain[l] = fan_out_l Var[W^l] (= sigma_w2[l] at equal widths, the default).
-
-    Columns: layer_index, sigma_w2, preactivation (q^l), activation (Var[phi(s)]), activation_mean,
-    slope2 (E[phi'^2]), chi (per-layer backward factor), backprop_grad.
-    """
-    sw = np.asarray(sigma_w2, dtype=np.float64)
-    n = len(sw)
-    bg = sw if back_gain is None else np.asarray(back_gain, dtype=np.float64)
-    phi, dphi = _fns(activation, alpha)
-    q = np.empty(n)
-    q[0] = q0
-    for l in range(1, n):
-        q[l] = sw[l] * gaussian_mean(lambda u: phi(u) ** 2, q[l - 1], bias) + sigma_b2
-    m1 = gaussian_mean(phi, q, bias)
-    m2 = gaussian_mean(lambda u: phi(u) ** 2, q, bias)
-    slope2 = gaussian_mean(lambda u: dphi(u) ** 2, q, bias)
-    chi = np.full(n, np.nan)
-    grad = np.empty(n)
-    grad[-1] = top_grad
-    for l in range(n - 2, -1, -1):
-        chi[l] = slope2[l] * bg[l + 1]
-        grad[l] = grad[l + 1] * chi[l]
-    return pd.DataFrame(dict(layer_index=np.arange(n), sigma_w2=sw, preactivation=q, activation=m2 - m1 ** 2,
-                             activation_mean=m1, slope2=slope2, chi=chi, backprop_grad=grad))
-
-
-# --------------------------------------------------------------------------- Glorot & Bengio
-
-
-def glorot_linear(fan_ins: Sequence[float], fan_outs: Sequence[float], var_w, var_x: float = 1.0,
-                  var_out_grad: float = 1.0) -> pd.DataFrame:
-    """Glorot & Bengio's (2010) linear-regime prediction, one row per layer i = 0..L-1.
-
-    ``var_w`` is Var[W^i] (scalar or per layer); ``var_x`` the input variance; ``var_out_grad`` the
-    variance of dC/ds at the last layer, which anchors the backward pass.
-    Columns: layer_index, fan_in, fan_out, var_w, forward_gain (fan_in Var[W]), backward_gain
-    (fan_out Var[W]), input (Var[z^i]), preactivation = activation (Var[s^i] = Var[z^{i+1}] since
-    f'(0) = 1), backprop_grad (Var[dC/ds^i]), weight_grad (Var[z^i] Var[dC/ds^i], per example).
-    """
-    fi = np.asarray(fan_ins, dtype=np.float64)
-    fo = np.asarray(fan_outs, dtype=np.float64)
-    vw = np.broadcast_to(np.asarray(var_w, dtype=np.float64), fi.shape).copy()
-    fwd, bwd = fi * vw, fo * vw
-    act = var_x * np.cumprod(fwd)
-    inp = np.concatenate([[var_x], act[:-1]])
-    # dC/ds^i = W^{i+1} dC/ds^{i+1}: each layer above multiplies by its fan-out gain
-    above = np.concatenate([bwd[1:], [1.0]])
-    back = var_out_grad * np.cumprod(above[::-1])[::-1]
-    return pd.DataFrame(dict(layer_index=np.arange(len(fi)), fan_in=fi, fan_out=fo, var_w=vw, forward_gain=fwd,
-                             backward_gain=bwd, input=inp, preactivation=act, activation=act, backprop_grad=back,
-                             weight_grad=inp * back))
+from initsuite import initializers, lsuv  # noqa: F401  (lsuv registers the data-driven initializers)
+from initsuite.data import DATASETS
+from initsuite.meanfield import (  # noqa: F401  (the mean-field and linear-regime maps, re-exported)
+    QUAD_NODES, GH_MAX_SD, PANEL_NODES, PANEL_EDGE, Q_FLOOR, Q_CEIL, TRAINABLE_DEPTH_FACTOR, CRITICAL_TOL,
+    ActivationLike, gaussian_mean, qmap, fixed_point, chi1, correlation_map, correlation_fixed_point,
+    MeanField, mean_field, depth_scale, trainable_depth, critical_sigma_w2, propagate, glorot_linear)
+from initsuite.tables import check_seeds_only, is_config_column, with_series
+from initsuite.tables import hidden_layer_names as hidden_layers  # layers with an activation, not the output
 
 
 # --------------------------------------------------------------------------- runs and tables
@@ -390,15 +49,14 @@ def _get(d: Any, key: str, default=None):
     return getattr(d, key, default)
 
 
-def layer_fans(config: Mapping, input_shape: Optional[Sequence[int]] = None,
-               num_classes: Optional[int] = None) -> list[Tuple[int, int]]:
-    """(fan_in, fan_out) of every kernel layer of a built-in mlp or cnn, in order, logits last.
+def layer_shapes(config: Mapping, input_shape: Optional[Sequence[int]] = None,
+                 num_classes: Optional[int] = None) -> list[Tuple[int, ...]]:
+    """The kernel shape of every kernel layer of a built-in mlp or cnn, in order, logits last:
+    dense (fan_in, units), conv (3, 3, channels_in, channels_out).
 
     ``input_shape``/``num_classes`` default to the dataset's (``initsuite.data.DATASETS``; the
     synthetic set's come from the config). Mirrors the builders in ``initsuite.models``.
     """
-    from initsuite.data import DATASETS
-
     ds, model = _get(config, "dataset", {}), _get(config, "model", {})
     spec = DATASETS.get(_get(ds, "name")) if isinstance(DATASETS, Mapping) else None
     if input_shape is None:
@@ -409,23 +67,31 @@ def layer_fans(config: Mapping, input_shape: Optional[Sequence[int]] = None,
     depth, width = int(_get(model, "depth")), int(_get(model, "width"))
     name = _get(model, "name")
     if name == "mlp":
-        fans = [(math.prod(input_shape) if i == 0 else width, width) for i in range(depth)]
-        return fans + [(width if depth else math.prod(input_shape), int(num_classes))]
+        shapes = [(math.prod(input_shape) if i == 0 else width, width) for i in range(depth)]
+        return shapes + [(width if depth else math.prod(input_shape), int(num_classes))]
     if name == "cnn":
         h, w, c = input_shape
         pool_every = max(int(_get(model, "pool_every", 2)), 0)
-        size, fans = min(h, w), []
+        size, shapes = min(h, w), []
         for i in range(depth):
-            fans.append((9 * (c if i == 0 else width), 9 * width))
+            shapes.append((3, 3, c if i == 0 else width, width))
             if pool_every and (i + 1) % pool_every == 0 and size >= 2:
                 h, w, size = h // 2, w // 2, size // 2
         flat = h * w * (width if depth else c)
         head = int(_get(model, "head_width", 0) or 0)
         if head > 0:
-            fans.append((flat, head))
+            shapes.append((flat, head))
             flat = head
-        return fans + [(flat, int(num_classes))]
-    raise ValueError(f"layer_fans knows the built-in mlp and cnn, not model {name!r}: pass the fans")
+        return shapes + [(flat, int(num_classes))]
+    raise ValueError(f"layer_shapes knows the built-in mlp and cnn, not model {name!r}: pass the shapes")
+
+
+def layer_fans(config: Mapping, input_shape: Optional[Sequence[int]] = None,
+               num_classes: Optional[int] = None) -> list[Tuple[int, int]]:
+    """(fan_in, fan_out) of every kernel layer of a built-in mlp or cnn (:func:`layer_shapes`),
+    as Keras counts them (:func:`initsuite.initializers.compute_fans`)."""
+    return [tuple(int(f) for f in initializers.compute_fans(s)) for s in layer_shapes(config, input_shape,
+                                                                                        num_classes)]
 
 
 def _critical_for(config: Mapping) -> float:
@@ -435,19 +101,23 @@ def _critical_for(config: Mapping) -> float:
 
 
 def run_sigmas(config: Mapping, fans: Optional[Sequence[Tuple[int, int]]] = None,
-               init_info: Optional[Mapping] = None) -> RunSigmas:
+               init_info: Optional[Mapping] = None, shapes: Optional[Sequence[Sequence[int]]] = None) -> RunSigmas:
     """Realised sigma_w^2 = fan_in Var[W] per kernel layer of a run, from its resolved config.
 
-    Var[W] is the registry's formula (``initializers.get(name).variance``), which includes the
-    truncated normal's 0.7737 factor. Initializers that finish after the model is built record
-    what they did in status.json's ``init_info``: when given, its per-layer ``sigma_w2`` wins
-    (``lsuv`` needs it: its scale depends on the data). ``critical`` without it is computed from
-    the activation. ``fans``: per-layer (fan_in, fan_out), default :func:`layer_fans`.
+    Var[W] is the registry's shape-aware formula (``initializers.get(name).variance_for_shape``)
+    for each layer's own kernel shape (:func:`layer_shapes`): it includes the truncated normal's
+    0.7737 factor, and Keras' orthogonal draws of a (3, 3, 1, 32) conv kernel orthogonalise a 9 x 32
+    matrix, entries of variance 1/32 (the fans alone would say 1/288). Initializers that finish
+    after the model is built record what they did in status.json's ``init_info``: when given, its
+    per-layer ``sigma_w2`` wins (``lsuv`` needs it: its scale depends on the data). ``critical``
+    without it is computed from the activation. ``shapes`` default to :func:`layer_shapes`;
+    ``fans`` (per-layer (fan_in, fan_out), for models the suite cannot lay out) stand for 2-D kernels.
     """
     init = _get(config, "init", {})
     name = _get(init, "name")
     bias = float(_get(init, "bias", 0.0) or 0.0)
-    fans = list(fans if fans is not None else layer_fans(config))
+    if shapes is None:
+        shapes = [tuple(f) for f in fans] if fans is not None else layer_shapes(config)
     layers = (init_info or {}).get("layers") if init_info else None
     if layers and all("sigma_w2" in r for r in layers):
         return RunSigmas(np.array([float(r["sigma_w2"]) for r in layers]), 0.0, bias)
@@ -455,7 +125,8 @@ def run_sigmas(config: Mapping, fans: Optional[Sequence[Tuple[int, int]]] = None
     cfg = SimpleNamespace(**{k: _get(init, k) for k in ("name", "stddev", "mean", "minval", "maxval", "value",
                                                           "gain", "bias", "label", "variance_norm")})
     cfg.gain = 1.0 if cfg.gain is None else cfg.gain
-    sw = np.array([fi * spec.variance(fi, fo, cfg) for fi, fo in fans], dtype=np.float64)
+    sw = np.array([initializers.compute_fans(s)[0] * spec.variance_for_shape(s, cfg) for s in shapes],
+                  dtype=np.float64)
     if name == "critical":  # drawn at sigma_w^2 = gain^2, then rescaled for the activation
         sw = sw * _critical_for(config)
     elif spec.post_build is not None:
@@ -472,8 +143,9 @@ def predict_run(config: Mapping, input_second_moment: float, fans: Optional[Sequ
     :func:`propagate`'s plus ``linear_preactivation`` and ``linear_backprop_grad``
     (:func:`glorot_linear` from the same realised variances).
     """
-    fans = list(fans if fans is not None else layer_fans(config))
-    sig = run_sigmas(config, fans, init_info)
+    shapes = layer_shapes(config) if fans is None else [tuple(f) for f in fans]
+    fans = [initializers.compute_fans(s) for s in shapes]
+    sig = run_sigmas(config, init_info=init_info, shapes=shapes)
     act = _get(config, "activation", {})
     hidden = len(fans) - 1
     fi = np.array([f[0] for f in fans[:hidden]], dtype=np.float64)
@@ -501,12 +173,6 @@ def _step0(layer_stats: pd.DataFrame) -> pd.DataFrame:
 def _value(stats: pd.DataFrame, layer: str, tensor: str, stat: str) -> float:
     v = stats[(stats.layer == layer) & (stats.tensor == tensor) & (stats.stat == stat)].value
     return float(v.iloc[0]) if len(v) else math.nan
-
-
-def hidden_layers(layer_stats: pd.DataFrame) -> list[str]:
-    """Layers followed by an activation (they have ``activation`` rows), in depth order."""
-    ls = layer_stats[layer_stats.tensor == "activation"]
-    return list(ls.sort_values("layer_index").layer.drop_duplicates())
 
 
 def measured_sigma_w2(layer_stats: pd.DataFrame, model: str, width: int) -> pd.Series:
@@ -559,25 +225,13 @@ def predict_from_stats(layer_stats: pd.DataFrame, model: str, width: int, activa
     return out
 
 
-ARCH_COLUMNS = ["dataset", "model", "depth", "width", "activation"]
-
-
 def run_bias(row: Mapping, layer_stats: Optional[pd.DataFrame] = None) -> float:
-    """A run's constant bias: the runs table's ``init_bias`` column if it has one, else the
-    ``init.bias`` of the run folder's config.yaml (the ``path`` column of a collected sweep), else
-    estimated from the first layer's step-0 pre-activation mean (b plus noise of order
-    sqrt(q / width); read as 0 within three times that)."""
-    v = row.get("init_bias")
+    """A run's constant bias: its ``init.bias`` column (every collected table has one,
+    :mod:`initsuite.tables`), else estimated from the first layer's step-0 pre-activation mean
+    (b plus noise of order sqrt(q / width); read as 0 within three times that)."""
+    v = row.get("init.bias")
     if v is not None and not (isinstance(v, float) and math.isnan(v)):
         return float(v)
-    path = row.get("path")
-    if isinstance(path, str) and path:
-        cfg_file = Path(path) / "config.yaml"
-        if cfg_file.exists():
-            import yaml
-
-            cfg = yaml.safe_load(cfg_file.read_text()) or {}
-            return float((cfg.get("init") or {}).get("bias") or 0.0)
     if layer_stats is None or not len(layer_stats):
         return 0.0
     s0 = _step0(layer_stats)
@@ -592,14 +246,18 @@ def run_bias(row: Mapping, layer_stats: Optional[pd.DataFrame] = None) -> float:
     return mean
 
 
-def run_mean_field(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+def run_mean_field(tables: Mapping[str, pd.DataFrame], exclude: Sequence[str] = ()) -> pd.DataFrame:
     """Mean-field numbers per run from the tables: the median realised hidden-layer sigma_w^2
     (measured weights at the first measured step, so data-driven inits count as realised), the
     constant bias (:func:`run_bias`) and the :class:`MeanField` fields. One row per mlp/cnn run
-    with its ``run_id``, ``init`` and architecture columns."""
+    with its ``run_id``, its config columns and its line label ``series``
+    (:func:`initsuite.tables.series`, computed over the whole runs table, less ``exclude``)."""
     runs, ls = tables["runs"], tables["layer_stats"]
+    if len(runs):
+        runs = with_series(runs, exclude=exclude)
     rows = []
     by_run = dict(tuple(ls.groupby("run_id"))) if len(ls) else {}
+    keep = [c for c in runs.columns if is_config_column(c)] + ["series"]
     for r in runs.to_dict("records"):
         stats = by_run.get(r["run_id"])
         if stats is None or r.get("model") not in ("mlp", "cnn") or not len(stats):
@@ -608,20 +266,23 @@ def run_mean_field(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         if not len(sw):
             continue
         mf = mean_field(r["activation"], float(sw.median()), 0.0, run_bias(r, stats))
-        rows.append({"run_id": r["run_id"], "init": r.get("init"), **{k: r.get(k) for k in ARCH_COLUMNS},
-                     **mf.as_dict()})
+        rows.append({"run_id": r["run_id"], **{k: r.get(k) for k in keep}, **mf.as_dict()})
     return pd.DataFrame(rows)
 
 
-def trainable_depths(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per (activation, init, width, model): realised sigma_w^2 and bias (medians over the runs) and
+def trainable_depths(tables: Mapping[str, pd.DataFrame], exclude: Sequence[str] = ()) -> pd.DataFrame:
+    """Per (activation, series, and the ``exclude`` columns, which the series then leaves out): realised sigma_w^2 and bias (medians over the runs: its seeds and
+    depths, the trainable depth being a property of the initialization, not of the net's depth) and
     the predicted trainable depth 6 xi_c, for drawing on the initializer x depth heatmaps."""
-    mf = run_mean_field(tables)
+    mf = run_mean_field(tables, exclude)
     if not len(mf):
-        return pd.DataFrame(columns=["activation", "init", "model", "width", "sigma_w2", "bias", "chi1",
+        return pd.DataFrame(columns=["activation", "series", "init", "model", "width", "sigma_w2", "bias", "chi1",
                                      "xi_c", "trainable_depth", "phase"])
-    keys = ["activation", "init", "model", "width"]
-    med = mf.groupby(keys, dropna=False)[["sigma_w2", "bias"]].median().reset_index()
+    keys = ["activation", "series", *[c for c in exclude if c in mf]]
+    check_seeds_only(mf.drop(columns="depth", errors="ignore"), keys)
+    first = {c: (c, "first") for c in ("init", "model", "width") if c not in keys}
+    med = mf.groupby(keys, dropna=False).agg(**first, sigma_w2=("sigma_w2", "median"),
+                                             bias=("bias", "median")).reset_index()
     out = []
     for r in med.to_dict("records"):
         m = mean_field(r["activation"], r["sigma_w2"], 0.0, r["bias"])
@@ -631,13 +292,10 @@ def trainable_depths(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def trainable_depth_map(tables: Mapping[str, pd.DataFrame]) -> Dict[str, Dict[str, float]]:
-    """{activation: {init: predicted trainable depth}} (medians over widths), the form
+    """{activation: {series label: predicted trainable depth}}, the form
     :func:`initsuite.theory_plots.draw_trainable_depth` takes for one heatmap panel."""
     td = trainable_depths(tables)
-    if not len(td):
-        return {}
-    med = td.groupby(["activation", "init"]).trainable_depth.median()
     out: Dict[str, Dict[str, float]] = {}
-    for (act, init), d in med.items():
-        out.setdefault(act, {})[init] = float(d)
+    for r in td.to_dict("records"):
+        out.setdefault(r["activation"], {})[r["series"]] = float(r["trainable_depth"])
     return out

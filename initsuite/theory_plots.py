@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from initsuite import theory
-from initsuite.plots import LAYER_LABEL, init_colors, init_order, styled
+from initsuite.plots import LAYER_LABEL, init_colors, series_order, styled
+from initsuite.tables import check_seeds_only, with_series
 
 def _empty(message: str) -> Figure:
     fig = Figure(figsize=(6, 2))
@@ -59,6 +60,7 @@ def variance_by_layer(tables: Mapping[str, pd.DataFrame], depth: Optional[int] =
     sigma_w^2 = fan_in Var[W]. Solid: mean field. Dotted: Glorot & Bengio's linear regime.
     """
     runs = tables["runs"]
+    runs = with_series(runs) if len(runs) else runs.assign(series=None)
     runs = runs[runs.model == "mlp"] if "model" in runs else runs.iloc[0:0]
     ls = tables["layer_stats"]
     if not len(runs) or not len(ls):
@@ -67,10 +69,10 @@ def variance_by_layer(tables: Mapping[str, pd.DataFrame], depth: Optional[int] =
     runs = runs[runs.depth == depth]
     if seed is not None:
         runs = runs[runs.seed == seed]
-    runs = runs.sort_values([c for c in ("seed", "width") if c in runs]).groupby(["activation", "init"],
+    runs = runs.sort_values([c for c in ("seed", "width") if c in runs]).groupby(["activation", "series"],
                                                                                   sort=True).head(1)
     acts = sorted(runs.activation.unique())
-    inits = init_order(runs.init.unique())
+    inits = series_order(runs)
     color = init_colors(inits)
     fig = Figure(figsize=(4.2 * len(PANELS), 3.3 * max(len(acts), 1)), layout="constrained")
     axes = fig.subplots(max(len(acts), 1), len(PANELS), squeeze=False)
@@ -90,8 +92,8 @@ def variance_by_layer(tables: Mapping[str, pd.DataFrame], depth: Optional[int] =
             x = pred.layer_index.to_numpy() + 1
             for c_i, (tensor, _) in enumerate(PANELS):
                 ax = axes[r_i, c_i]
-                c = color[row["init"]]
-                ax.plot(x, pred[f"measured_{tensor}"], "o", color=c, ms=5, label=row["init"])
+                c = color[row["series"]]
+                ax.plot(x, pred[f"measured_{tensor}"], "o", color=c, ms=5, label=row["series"])
                 ax.plot(x, pred[tensor], "-", color=c, lw=1.5)
                 if linear and f"linear_{tensor}" in pred:
                     ax.plot(x, pred[f"linear_{tensor}"], ":", color=c, lw=1.2)
@@ -145,7 +147,9 @@ def depth_heatmap(tables: Mapping[str, pd.DataFrame], split: str = "test", metri
     initializer (rows) x depth (columns), one panel per activation (and width if the sweep has
     several), with the mean-field trainable depth 6 xi_c of each initializer drawn on its row (from
     the realised sigma_w^2 of its runs)."""
-    runs = tables["runs"].copy()
+    runs = tables["runs"]
+    by_width = ["width"] if "width" in runs and runs.width.nunique() > 1 else []
+    runs = with_series(runs, exclude=by_width)  # the panels separate the widths
     col = f"final_{split}_{metric}"
     if col not in runs:
         m = tables.get("metrics")
@@ -154,22 +158,23 @@ def depth_heatmap(tables: Mapping[str, pd.DataFrame], split: str = "test", metri
         m = m[(m.split == split) & (m.metric == metric)].sort_values("step")
         runs[col] = runs.run_id.map(m.groupby("run_id").value.last())
     keys = ["activation"] + (["width"] if "width" in runs and runs.width.nunique() > 1 else [])
-    td = theory.trainable_depths(tables)
+    td = theory.trainable_depths(tables, exclude=by_width)
     panels = list(runs.groupby(keys, sort=True))
     if not panels:
         return _empty("no runs")
-    fig = Figure(figsize=(1.0 + 0.9 * runs.depth.nunique() + 2.0, 0.5 + 0.45 * runs.init.nunique() + 1.2)
-                 if len(panels) == 1 else (5.5 * len(panels), 1.7 + 0.45 * runs.init.nunique()),
+    fig = Figure(figsize=(1.0 + 0.9 * runs.depth.nunique() + 2.0, 0.5 + 0.45 * runs.series.nunique() + 1.2)
+                 if len(panels) == 1 else (5.5 * len(panels), 1.7 + 0.45 * runs.series.nunique()),
                  layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, g) in zip(axes, panels):
         key = key if isinstance(key, tuple) else (key,)
         ok = g.assign(**{col: g[col].where(g.status != "diverged")}) if "status" in g else g
-        grid = ok.pivot_table(index="init", columns="depth", values=col, aggfunc="mean", dropna=False)
-        grid = grid.reindex(index=init_order(g.init.unique()), columns=sorted(g.depth.unique()))
+        check_seeds_only(ok, ["series", "depth"])  # a cell is a mean over seeds only
+        grid = ok.pivot_table(index="series", columns="depth", values=col, aggfunc="mean", dropna=False)
+        grid = grid.reindex(index=series_order(g), columns=sorted(g.depth.unique()))
         values = grid.to_numpy(dtype=float)
         div = g[g.status == "diverged"] if "status" in g else g.iloc[0:0]
-        for init, depth in set(zip(div.init, div.depth)):
+        for init, depth in set(zip(div.series, div.depth)):
             i, j = list(grid.index).index(init), list(grid.columns).index(depth)
             if not np.isfinite(values[i, j]):
                 ax.text(j, i, "div", ha="center", va="center", fontsize=7, color="k")
@@ -187,7 +192,7 @@ def depth_heatmap(tables: Mapping[str, pd.DataFrame], split: str = "test", metri
         sel = td[td.activation == key[0]]
         if len(keys) > 1 and "width" in sel:
             sel = sel[sel.width == key[1]]
-        predicted = sel.groupby("init").trainable_depth.median().to_dict() if len(sel) else {}
+        predicted = dict(zip(sel.series, sel.trainable_depth)) if len(sel) else {}
         draw_trainable_depth(ax, list(grid.index), list(grid.columns), predicted, color="#d62728")
         ax.set_title(", ".join(f"{k}={v}" for k, v in zip(keys, key)), fontsize=10)
         fig.colorbar(im, ax=ax, label=f"final {split} {metric}", shrink=0.9)
@@ -203,7 +208,9 @@ def _placements(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     mf = theory.run_mean_field(tables)
     if not len(mf):
         return mf
-    agg = mf.groupby(["activation", "init"], sort=True)[["sigma_w2", "bias"]].median().reset_index()
+    check_seeds_only(mf.drop(columns="depth", errors="ignore"), ["activation", "series"])
+    agg = mf.groupby(["activation", "series"], sort=True).agg(
+        init=("init", "first"), sigma_w2=("sigma_w2", "median"), bias=("bias", "median")).reset_index()
     rows = []
     for r in agg.to_dict("records"):
         m = theory.mean_field(r["activation"], r["sigma_w2"], 0.0, r["bias"])
@@ -245,15 +252,16 @@ def phase_diagram(tables: Optional[Mapping[str, pd.DataFrame]] = None, activatio
         ax.set_ylabel("σ_b²")
         ax.set_title(f"{act}: order (blue) / chaos (red), black: χ₁ = 1", fontsize=10)
         fig.colorbar(mesh, ax=ax, label="log χ₁")
-        colors = init_colors(sel.init) if len(sel) else {}
+        key = "series" if "series" in sel else "init"  # given points may name only the init
+        colors = init_colors(sel[key]) if len(sel) else {}
         for r in sel.to_dict("records") if len(sel) else []:
             m = theory.mean_field(act, r["sigma_w2"], 0.0, r["bias"])
             hollow = abs(r["bias"]) > 0
             depth = _depth_label(m.trainable_depth)
-            ax.plot(r["sigma_w2"], r["bias"] ** 2, "o", ms=8, mec=colors[r["init"]] if hollow else "k", mew=1.5,
+            ax.plot(r["sigma_w2"], r["bias"] ** 2, "o", ms=8, mec=colors[r[key]] if hollow else "k", mew=1.5,
                     clip_on=False, zorder=5,
-                    mfc="none" if hollow else colors[r["init"]], color=colors[r["init"]],
-                    label=f"{r['init']}: σ_w²={r['sigma_w2']:.3g}" + (f", b={r['bias']:.2g}" if hollow else "")
+                    mfc="none" if hollow else colors[r[key]], color=colors[r[key]],
+                    label=f"{r[key]}: σ_w²={r['sigma_w2']:.3g}" + (f", b={r['bias']:.2g}" if hollow else "")
                     + f", χ₁={m.chi1:.3g}, 6ξ={depth}")
         if len(sel):
             ax.legend(fontsize=7, loc="upper left", framealpha=0.85)

@@ -10,7 +10,6 @@ records the first non-finite value's step, layer and phase as data.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -21,10 +20,16 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from tqdm.auto import tqdm
 
-from initsuite import activations, initializers, models
-from initsuite.results import FINISHED, RunDir, empty_table, run_id
+from initsuite import activations, custom, initializers, lsuv, models  # noqa: F401  (lsuv: data-driven inits)
+from initsuite import data as data_mod
+from initsuite.data import DataError
+from initsuite.optim import OPTIMIZERS, make_optimizer
+from initsuite.registry import UnknownNameError
+from initsuite.results import RunDir, run_id
+from initsuite.tables import FINISHED, empty_table
 
 EVAL_BATCH = 1000
 
@@ -56,8 +61,6 @@ def validate(cfg) -> None:
     """Fail before any work on names the registries do not know (their errors list the valid ones)."""
     initializers.get(cfg.init.name)
     if cfg.model.name == "custom":
-        from initsuite import custom
-
         custom.validate(cfg)  # the builder imports and takes its arguments; activation may be `keep`
     elif cfg.activation.name == "keep":
         raise ConfigError(f"activation=keep keeps a custom model's own activations; model={cfg.model.name} "
@@ -66,8 +69,6 @@ def validate(cfg) -> None:
         activations.get(cfg.activation.name)
     if cfg.model.name not in models.MODELS and cfg.model.name != "custom":
         models.MODELS.get(cfg.model.name)
-    from initsuite.optim import OPTIMIZERS
-
     OPTIMIZERS.get(cfg.optimizer.name)
     for key in ("depth", "width") if cfg.model.name != "custom" else ():  # custom: the builder decides
         if int(cfg.model[key]) < (0 if key == "depth" else 1):
@@ -81,20 +82,12 @@ def validate(cfg) -> None:
 def pin_data_source(cfg, resolutions: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
     """Replace ``dataset.source=auto`` by the source it stands for (given, or resolved here), so that
     the run's config, id and tables name the data actually used."""
-    from omegaconf import open_dict
-
-    from initsuite import data as data_mod
-
     if str(cfg.dataset.source) != "auto" or cfg.dataset.name == "synthetic":
         return
     if resolutions is None:
         resolutions = {str(cfg.dataset.name): data_mod.resolve_source(cfg.dataset).as_dict()}
     with open_dict(cfg):
         data_mod.pin_sources(resolutions, cfg.dataset)
-
-
-def run_dir_for(cfg) -> RunDir:
-    return RunDir(Path(cfg.paths.runs).expanduser().resolve() / run_id(as_container(cfg)))
 
 
 def run(cfg) -> RunResult:
@@ -135,9 +128,6 @@ def run(cfg) -> RunResult:
 def run_cli(cfg) -> RunResult:
     """``run`` for the command line: a mistake the user can fix (unknown name, bad value,
     missing or corrupt data) is printed as one clear message and exit status 2, not a traceback."""
-    from initsuite.data import DataError
-    from initsuite.registry import UnknownNameError
-
     try:
         return run(cfg)
     except (ConfigError, DataError, UnknownNameError) as exc:
@@ -185,11 +175,8 @@ def configure_tensorflow(threads: int) -> None:
 
 class Trainer:
     def __init__(self, cfg, rid: str, rdir: RunDir):
-        import keras
+        import keras  # TensorFlow starts with the first run, not with the import
         import tensorflow as tf
-
-        from initsuite import data as data_mod
-        from initsuite.optim import make_optimizer
 
         self.cfg, self.rid, self.rdir = cfg, rid, rdir
         configure_tensorflow(int(cfg.train.threads))
@@ -260,8 +247,6 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> Dict[str, Any]:
-        from tqdm.auto import tqdm
-
         cfg, tf = self.cfg, self.tf
         self._schedule()
         probe_n = min(int(cfg.probes.batch_size), len(self.data.x_test))
@@ -416,8 +401,6 @@ def train_dataset(data, batch_size: int, seed: int):
 
 def build_model(cfg, input_shape, num_classes):
     if cfg.model.name == "custom":
-        from initsuite import custom
-
         return custom.build(cfg, input_shape, num_classes)
     return models.build(cfg, input_shape, num_classes)
 

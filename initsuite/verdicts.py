@@ -37,6 +37,8 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 import pandas as pd
 
+from initsuite import tables as schema
+
 GRADIENT_RATIO = 10.0  # first/top hidden-layer dC/ds variance outside [1/10, 10]: vanishing / exploding
 ACTIVATION_RATIO = 10.0  # top/first hidden-layer activation std outside [1/10, 10]: collapsing / exploding
 SATURATED_FRAC = 0.5  # fraction of a layer's units with slope < 5 % of the peak
@@ -87,8 +89,7 @@ class _Stats:
         ls = layer_stats if layer_stats is not None else pd.DataFrame()
         self.ls = ls
         self.steps = sorted(ls.step.unique()) if len(ls) else []
-        hidden = ls[ls.tensor == "activation"] if len(ls) else ls
-        self.hidden = list(hidden.sort_values("layer_index").layer.drop_duplicates()) if len(hidden) else []
+        self.hidden = schema.hidden_layer_names(ls)  # the output layer (logits) is never one of them
 
     def series(self, step, tensor: str, stat: str) -> np.ndarray:
         """Per hidden layer, in depth order (NaN where missing)."""
@@ -266,9 +267,6 @@ def annotate(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return runs
 
 
-SETTING_COLUMNS = ["dataset", "model", "depth", "width", "activation", "optimizer", "lr", "batch_size", "epochs"]
-
-
 def _final_error(runs: pd.DataFrame, metrics: Optional[pd.DataFrame], split: str) -> pd.Series:
     col = f"final_{split}_error"
     if col in runs:
@@ -281,23 +279,28 @@ def _final_error(runs: pd.DataFrame, metrics: Optional[pd.DataFrame], split: str
 
 
 def ranking(tables: Mapping[str, pd.DataFrame], split: str = "test") -> pd.DataFrame:
-    """Initializers ranked by final ``split`` error within each setting (the config columns other
-    than the initializer and seed: dataset, model, depth, width, activation, optimizer...), with
-    their verdicts beside them. Errors are means over seeds; a run without a final error (diverged)
-    counts in ``diverged`` and ranks last when every run of the initializer has none.
+    """Initializers ranked by final ``split`` error within each setting, with their verdicts beside
+    them. An entry is an initializer with its parameters (``init`` and every varying ``init.*``
+    column); a setting is every other config column (:func:`setting_columns`: dataset, model, depth,
+    width, activation, optimizer, ... and any other key that varies, ``optimizer.momentum``). Errors
+    are means over seeds, the only thing averaged; a run without a final error (diverged) counts in
+    ``diverged`` and ranks last when every run of the entry has none.
 
     Columns: the setting columns, ``architecture`` (e.g. "mlp 5x1000 tanh"), ``rank``, ``init``,
-    ``error`` (mean), ``error_std``, ``runs``, ``diverged``, ``verdicts`` (names with counts over
-    seeds, most frequent first), ``verdict_text`` (the plain words of the first run of the best seed).
+    the varying ``init.*`` columns, ``error`` (mean), ``error_std``, ``runs``, ``diverged``,
+    ``verdicts`` (names with counts over seeds, most frequent first), ``verdict_text`` (the plain
+    words of the first run of the best seed).
     """
     runs = tables["runs"]
     if "verdicts" not in runs:
         runs = annotate(tables)
     runs = runs.copy()
     runs["_error"] = _final_error(runs, tables.get("metrics"), split)
-    setting = [c for c in SETTING_COLUMNS if c in runs and runs[c].notna().any()]
+    entry = entry_columns(runs)
+    setting = setting_columns(runs)
+    schema.check_seeds_only(runs, setting + entry)
     rows = []
-    for key, g in runs.groupby(setting + ["init"], dropna=False, sort=False):
+    for key, g in runs.groupby(setting + entry, dropna=False, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         counts: Dict[str, int] = {}  # insertion order = the order diagnose() reports them
         for names in g.verdicts:
@@ -310,7 +313,7 @@ def ranking(tables: Mapping[str, pd.DataFrame], split: str = "test") -> pd.DataF
         err = g._error.dropna()
         best = g.loc[g._error.idxmin()] if len(err) else g.iloc[0]
         status = g.status if "status" in g else pd.Series([], dtype=object)
-        rows.append({**dict(zip(setting + ["init"], key)), "error": err.mean() if len(err) else np.nan,
+        rows.append({**dict(zip(setting + entry, key)), "error": err.mean() if len(err) else np.nan,
                      "error_std": err.std(ddof=0) if len(err) > 1 else 0.0 if len(err) else np.nan,
                      "runs": n, "diverged": int((status == "diverged").sum()),
                      "verdicts": summary, "verdict_text": best.verdict_text})
@@ -324,9 +327,22 @@ def ranking(tables: Mapping[str, pd.DataFrame], split: str = "test") -> pd.DataF
         g.insert(0, "rank", np.arange(1, len(g) + 1))
         ranked.append(g)
     out = pd.concat(ranked, ignore_index=True)
-    cols = setting + ["architecture", "rank", "init", "error", "error_std", "runs", "diverged", "verdicts",
+    cols = setting + ["architecture", "rank", *entry, "error", "error_std", "runs", "diverged", "verdicts",
                       "verdict_text"]
     return out[cols]
+
+
+def entry_columns(runs: pd.DataFrame) -> List[str]:
+    """What :func:`ranking` ranks: ``init`` and the group columns that parametrise it (``init.*``)."""
+    return ["init"] + [c for c in schema.group_columns(runs) if c.startswith("init.") or c == "init_name"]
+
+
+def setting_columns(runs: pd.DataFrame) -> List[str]:
+    """What :func:`ranking` ranks within: the identity columns that describe the net and its
+    training (those with a value), then every other varying config column but the entry's."""
+    skip = {"experiment", "seed", "init.bias", *entry_columns(runs)}
+    fixed = [c for c in schema.CONFIG_COLUMNS if c not in skip and c in runs and runs[c].notna().any()]
+    return fixed + [c for c in schema.group_columns(runs) if c not in fixed and c not in skip]
 
 
 def _architecture(row: pd.Series) -> str:

@@ -16,14 +16,4 @@ def make_cfg(tmp_path):
     return _make
 
 
-TINY = [
-    "dataset=synthetic",
-    "dataset.n_train=256",
-    "dataset.n_test=64",
-    "dataset.n_valid=64",
-    "model.depth=3",
-    "model.width=32",
-    "train.batch_size=32",
-    "probes.every=4",
-    "probes.batch_size=64",
-]
+TINY = ["debug=tiny"]  # conf/debug/tiny.yaml: generated data, a 3 x 32 MLP, probes every 4 steps

@@ -1,5 +1,4 @@
 import pytest
-from omegaconf.errors import ValidationError, ConfigKeyError
 from hydra.errors import ConfigCompositionException
 
 from initsuite.configure import CONF_DIR, compose
@@ -43,3 +42,25 @@ def test_public_keys_exist():
             assert part in node, key
             node = node[part]
     assert cfg.probes.batch_size == 300  # the paper's probe set
+
+
+def test_schema_defaults_are_the_composed_defaults():
+    """One truth: conf/config.yaml's defaults list composes to exactly the schema's defaults."""
+    from omegaconf import OmegaConf
+
+    from initsuite.config import Config
+
+    composed = OmegaConf.to_container(compose([]), resolve=False)
+    schema = OmegaConf.to_container(OmegaConf.structured(Config), resolve=False)
+    assert composed == schema
+
+
+def test_a_preset_and_the_debug_scale_need_no_plus():
+    cfg = compose(["experiment=smoke"])
+    assert cfg.experiment == "smoke" and cfg.dataset.name == "synthetic"  # smoke uses debug=tiny
+    tiny = compose(["debug=tiny"])
+    assert (tiny.dataset.name, tiny.model.depth, tiny.model.width, tiny.dataset.n_train) == ("synthetic", 3, 32, 256)
+    # the debug scale wins over a preset's sizes, the command line over both
+    both = compose(["experiment=default", "debug=tiny", "model.width=8"])
+    assert (both.experiment, both.dataset.name, both.model.width, both.train.eval_every) == ("default", "synthetic",
+                                                                                             8, 50)

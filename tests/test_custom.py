@@ -4,7 +4,6 @@ probes on functional / subclassed / nested / residual models, the example, the P
 import json
 import math
 import sys
-import types
 
 import keras
 import numpy as np
@@ -95,6 +94,14 @@ def deep(input_shape, num_classes, depth=60, width=8):
     return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(h))
 
 
+def fused(input_shape, num_classes):
+    """No separate activation layers: every Dense applies its own tanh, the logits none."""
+    inputs = keras.Input(input_shape)
+    h = keras.layers.Dense(16, activation="tanh", name="h1")(keras.layers.Flatten()(inputs))
+    h = keras.layers.Dense(16, activation="tanh", name="h2")(h)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name="out")(h))
+
+
 def not_a_model(input_shape, num_classes):
     return keras.layers.Dense(num_classes)
 
@@ -169,7 +176,7 @@ def test_import_error_inside_the_builder_module(tmp_path, monkeypatch):
 
 
 def test_example_path_resolves_from_the_launch_directory(monkeypatch):
-    """``python experiments/run.py`` puts only experiments/ on sys.path; the builder path still imports."""
+    """The ``initsuite`` command does not put the launch directory on sys.path; the builder path still imports."""
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".")])
     monkeypatch.delitem(sys.modules, "experiments.custom_resnet", raising=False)
     monkeypatch.delitem(sys.modules, "experiments", raising=False)
@@ -347,3 +354,27 @@ def test_compare_runs_the_cli_code_path(tmp_path):
     again = api.compare(tiny_net, **kwargs)  # same code, same run ids: read back, not rerun
     assert again["runs"].skipped.all() and again["runs"].run_id.tolist() == runs.run_id.tolist()
     assert list(api.summary(tables).columns)[:3] == ["init", "activation", "seed"]
+
+
+def test_the_last_kernel_layer_of_a_custom_model_is_the_output(make_cfg):
+    """A model without separate activation layers: its logits are the output layer, not a hidden
+    one -- no activation rows, a histogram axis of their own, never the "top hidden layer"."""
+    from initsuite import tables, verdicts
+    from initsuite.train import run
+
+    result = run(make_cfg(*FAST, f"model.builder={THIS}:fused", "activation=keep", "init=glorot_uniform",
+                          "probes.hist_steps=[0]"))
+    assert result.status == "done"
+    ls = result.layer_stats
+    tensors = ls.groupby("layer").tensor.agg(set)
+    assert "activation" in tensors["h1"] and "activation" in tensors["h2"]
+    assert "activation" not in tensors["out"] and {"preactivation", "backprop_grad", "weight"} <= tensors["out"]
+    assert tables.hidden_layer_names(ls) == ["h1", "h2"]
+    assert set(tables.hidden_rows(ls).layer) == {"h1", "h2"}
+    h = result.histograms[(result.histograms.tensor == "backprop_grad") & (result.histograms.step == 0)]
+    span = h.groupby("layer").agg(lo=("left", "min"), hi=("right", "max"))
+    assert span.loc["h1"].tolist() == span.loc["h2"].tolist()  # the hidden layers share one axis
+    assert span.loc["out"].tolist() != span.loc["h1"].tolist()  # the output has its own
+    ev = {k: v for x in verdicts.diagnose({"status": "done", "activation": "tanh"}, ls, result.metrics)
+          for k, v in x.evidence.items()}
+    assert verdicts._Stats(ls).hidden == ["h1", "h2"] and ev.get("top_layer", "h2") == "h2"

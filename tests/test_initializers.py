@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from initsuite import initializers
+from initsuite import initializers, lsuv  # noqa: F401  (lsuv registers lsuv and critical)
 from initsuite.configure import CONF_DIR, compose
 from initsuite.registry import UnknownNameError
 

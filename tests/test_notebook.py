@@ -1,6 +1,5 @@
 """The notebook runs top to bottom against a smoke sweep (so it cannot rot) and draws its figures."""
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -18,7 +17,7 @@ def smoke_sweep(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("nb")
     collected = run_grid([["init=standard"], ["init=glorot_uniform"]],
-                         ["+experiment=smoke", "activation=tanh", "model.depth=3", f"paths.results={out}"],
+                         ["experiment=smoke", "activation=tanh", "model.depth=3", f"paths.results={out}"],
                          verbose=False)
     assert set(collected["runs"].status) == {"done"}
     return collected.sweep_dir

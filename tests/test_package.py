@@ -58,7 +58,7 @@ def test_installed_copy_composes_loads_and_compares_from_any_folder(installed):
 import json, keras, pandas as pd, initsuite
 from initsuite import configure, data, plots
 assert "site" in initsuite.__file__, initsuite.__file__
-cfg = configure.compose(["+experiment=smoke"])
+cfg = configure.compose(["experiment=smoke"])
 b = data.load(configure.compose(["dataset.source=embedded"]).dataset)
 
 def build(input_shape, num_classes, activation="tanh"):
@@ -89,7 +89,7 @@ print(json.dumps({"conf": str(configure.CONF_DIR), "sizes": b.sizes, "source": b
 def test_sweep_entry_point_ends_in_a_report_on_the_embedded_sample(tmp_path):
     """`make sweep`'s command, narrowed: data line first, report with figures, the sweep folder last."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "INITSUITE_DATA": ""}
-    cmd = [sys.executable, "-m", "initsuite", "sweep", "+experiment=default", f"paths.results={tmp_path}",
+    cmd = [sys.executable, "-m", "initsuite", "sweep", "experiment=default", f"paths.results={tmp_path}",
            "init=glorot_uniform,truncated_normal_tf1", "activation=relu", "model.depth=2", "model.width=16",
            "seed=0", "train.max_steps=12", "train.eval_every=6", "probes.every=6", "probes.batch_size=50",
            "train.eval_examples=200", "dataset.source=embedded"]

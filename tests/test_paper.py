@@ -87,7 +87,7 @@ def test_scales_and_the_preset_compose():
     with pytest.raises(ValueError, match="default, full, tiny"):
         paper.scale_overrides("huge")
     assert paper.scale_overrides("") == paper.scale_overrides(None) == []
-    cfg = compose(["+experiment=glorot2010"], return_hydra_config=True)
+    cfg = compose(["experiment=glorot2010"], return_hydra_config=True)
     assert (cfg.model.name, cfg.model.depth, cfg.model.width) == ("mlp", 5, 1000)
     assert cfg.train.batch_size == 10 and cfg.optimizer.name == "sgd" and cfg.experiment == "glorot2010"
     assert cfg.dataset.name == "mnist" and cfg.probes.batch_size == 300 and list(cfg.probes.hist_steps) == [0, -1]
@@ -95,10 +95,10 @@ def test_scales_and_the_preset_compose():
     assert set(params["activation"].split(",")) == {"sigmoid", "tanh", "softsign"}
     assert set(params["init"].split(",")) == {"standard", "glorot_uniform", "truncated_normal"}
     for scale in paper.SCALES:
-        c = compose(["+experiment=glorot2010", *paper.scale_overrides(scale), *paper.FIG2_RUN])
+        c = compose(["experiment=glorot2010", *paper.scale_overrides(scale), *paper.FIG2_RUN])
         assert c.experiment == ("glorot2010" if scale == "default" else f"glorot2010_{scale}")
         assert c.model.depth == 4 and c.activation.name == "sigmoid"
-    full = compose(["+experiment=glorot2010", *paper.scale_overrides("full")])
+    full = compose(["experiment=glorot2010", *paper.scale_overrides("full")])
     assert full.train.batch_size == 10 and full.train.max_steps is None and full.train.eval_examples == 10000
 
 

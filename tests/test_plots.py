@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from initsuite import plots
-from initsuite.results import CONFIG_COLUMNS
+from initsuite.tables import CONFIG_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +34,7 @@ def synthetic_tables(inits=("standard", "glorot_uniform", "truncated_normal"), a
                         cfg = dict(experiment=experiment, dataset=dataset, model="mlp", depth=depth, width=32,
                                    init=init, init_name="truncated_normal" if "truncated" in init else init,
                                    activation=act, optimizer="sgd", lr=0.05, batch_size=10, epochs=1, seed=seed)
+                        cfg["init.bias"] = 0.0
                         diverged = (init, act) == tuple(diverge) and seed == 0
                         last = steps[1] if diverged else steps[-1]
                         err = {"standard": 0.3, "glorot_uniform": 0.2}.get(init, 0.25) + 0.01 * seed
@@ -245,3 +246,33 @@ def test_plotting_imports_neither_tensorflow_nor_hydra():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_varying_parameter_is_a_line_of_its_own_everywhere(tmp_path):
+    """Two stddevs of one initializer: never averaged, named in every legend, row and ranking."""
+    from initsuite import paper, theory_plots, verdicts
+    from initsuite.sweep import summary_table
+
+    base = synthetic_tables(inits=("truncated_normal",), activations=("tanh",), depths=(3, 5), diverge=("-", "-"))
+    t = {name: pd.concat([df.assign(**{"init.stddev": 0.05}),
+                          df.assign(**{"init.stddev": 0.5}, run_id=df.run_id + "b",
+                                    **({"value": df.value * 10} if "value" in df else {}))], ignore_index=True)
+         if "run_id" in df else df for name, df in base.items()}
+    names = {"truncated_normal (stddev=0.05)", "truncated_normal (stddev=0.5)"}
+    s = summary_table(t["runs"])
+    assert len(s) == 4 and set(s["init.stddev"]) == {0.05, 0.5} and (s.runs == 2).all()
+    fig = plots.layer_profile(t["layer_stats"])
+    assert {x.get_text() for leg in fig.legends for x in leg.get_texts()} == names
+    lines = [l for ax in fig.axes for l in ax.get_lines() if l.get_label() in names]
+    tops = {l.get_label(): l.get_ydata()[0] for l in lines}
+    assert tops["truncated_normal (stddev=0.5)"] == pytest.approx(10 * tops["truncated_normal (stddev=0.05)"])
+    fig = plots.outcome_heatmaps(t["runs"])
+    assert {x.get_text() for x in fig.axes[0].get_yticklabels()} == names
+    r = verdicts.ranking(t)
+    assert len(r) == 4 and set(r["init.stddev"]) == {0.05, 0.5} and "init.stddev" in r.columns
+    t1 = paper.table1(t["runs"], t["metrics"])
+    assert {"Tanh (truncated_normal (stddev=0.05))", "Tanh (truncated_normal (stddev=0.5))"} <= set(t1.type)
+    fig = theory_plots.depth_heatmap(t)
+    assert {x.get_text() for x in fig.axes[0].get_yticklabels()} == names
+    with pytest.raises(ValueError, match="init.stddev"):
+        plots.seed_band(t["metrics"], "step", ["init", "split", "metric"])

@@ -1,7 +1,5 @@
-"""Every study preset in conf/experiment/ composes, every value on its sweep axes composes,
-its header says how to run it and how long it takes, and it trains a few steps on synthetic data."""
-
-import re
+"""Every study preset in conf/experiment/ composes, names itself, every value on its sweep axes
+composes, and it trains a few steps on synthetic data."""
 
 import pytest
 from omegaconf import OmegaConf
@@ -10,10 +8,8 @@ from initsuite.configure import CONF_DIR, compose
 from initsuite.sweep import grid
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-# Tiny data and net: what is tested is that the preset's settings run, not its scale.
-SYNTHETIC = ["dataset=synthetic", "dataset.n_train=64", "dataset.n_valid=32", "dataset.n_test=32",
-             "model.width=8", "model.depth=2", "train.batch_size=16", "train.max_steps=3", "train.eval_examples=32",
-             "probes.every=100", "probes.batch_size=16", "train.progress=false"]
+# Tiny data and net (conf/debug/tiny.yaml): what is tested is that the preset's settings run, not its scale.
+SYNTHETIC = ["debug=tiny", "train.max_steps=3", "train.progress=false"]
 
 
 def test_the_issue_presets_exist():
@@ -21,16 +17,8 @@ def test_the_issue_presets_exist():
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_preset_names_itself_its_command_and_its_cost(name):
-    text = (CONF_DIR / "experiment" / f"{name}.yaml").read_text()
-    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
-    assert text.startswith("# @package _global_")
-    assert "make sweep" in header or "make paper" in header
-    if name != "default":
-        assert f"EXP={name}" in header
-    assert "CPU" in header and "GPU" in header, "header must say how long it takes on a CPU and on a GPU"
-    assert "TIME_" not in header, "a time placeholder was left in"
-    cfg = compose([f"+experiment={name}"], return_hydra_config=True)
+def test_preset_names_itself_and_sweeps_axes(name):
+    cfg = compose([f"experiment={name}"], return_hydra_config=True)
     assert cfg.experiment == name  # the sweep folder and the tables' experiment column
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     assert params and all(isinstance(v, str) for v in params.values()), "sweep axes are comma-separated strings"
@@ -49,7 +37,7 @@ def _axis_value(cfg, key):
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_value_on_every_axis_composes(name):
-    params = OmegaConf.to_container(compose([f"+experiment={name}"], return_hydra_config=True).hydra.sweeper.params)
+    params = OmegaConf.to_container(compose([f"experiment={name}"], return_hydra_config=True).hydra.sweeper.params)
     first = grid(name)[0]
     for key, values in params.items():
         for value in values.split(","):
@@ -78,16 +66,14 @@ def test_default_preset_is_the_issue_grid():
     assert axes["init"] == sorted(["truncated_normal_tutorial", "standard", "glorot_uniform", "he_normal"])
     assert axes["activation"] == ["relu", "sigmoid", "tanh"]
     assert axes["model.depth"] == ["10", "2", "5"]
-    cfg = compose(["+experiment=default"])
+    cfg = compose(["experiment=default"])
     assert cfg.dataset.name == "mnist" and cfg.model.name == "mlp"
-    tutorial = compose(["+experiment=default", "init=truncated_normal_tutorial"]).init
+    tutorial = compose(["experiment=default", "init=truncated_normal_tutorial"]).init
     assert tutorial.name == "truncated_normal" and tutorial.stddev == 0.1
-    minutes = re.search(r"~(\d+) ?min on a 2-core CPU", (CONF_DIR / "experiment" / "default.yaml").read_text())
-    assert minutes and int(minutes.group(1)) < 20
 
 
 def test_tn_vs_xavier_asks_the_seed_question():
-    cfg = compose(["+experiment=tn_vs_xavier"], return_hydra_config=True)
+    cfg = compose(["experiment=tn_vs_xavier"], return_hydra_config=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     stddevs = sorted(compose([f"init={i}"]).init.stddev for i in params["init"].split(",")
                      if i.startswith("truncated_normal"))
@@ -100,14 +86,14 @@ def test_tn_vs_xavier_asks_the_seed_question():
 
 
 def test_depth_limits_goes_past_50_layers():
-    cfg = compose(["+experiment=depth_limits"], return_hydra_config=True)
+    cfg = compose(["experiment=depth_limits"], return_hydra_config=True)
     assert max(int(d) for d in cfg.hydra.sweeper.params["model.depth"].split(",")) > 50
 
 
 def test_caffe_to_tensorflow_asks_the_threads_question():
     from initsuite import initializers
 
-    cfg = compose(["+experiment=caffe_to_tensorflow"], return_hydra_config=True)
+    cfg = compose(["experiment=caffe_to_tensorflow"], return_hydra_config=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     inits = params["init"].split(",")
     thread = {"caffe_xavier", "caffe_msra", "caffe_gaussian", "tf_contrib_xavier", "tf_contrib_xavier_normal",
@@ -116,7 +102,7 @@ def test_caffe_to_tensorflow_asks_the_threads_question():
     assert all(initializers.get(compose([f"init={i}"]).init.name) for i in inits)
     nets = {}
     for net in params["net"].split(","):
-        m = compose(["+experiment=caffe_to_tensorflow", f"net={net}"]).model
+        m = compose(["experiment=caffe_to_tensorflow", f"net={net}"]).model
         nets[net] = (m.name, m.depth)
     assert {"caffe_lenet", "tf_deep_mnist"} <= {name for name, _ in nets.values()}
     mlp_depths = sorted(d for name, d in nets.values() if name == "mlp")

@@ -105,7 +105,7 @@ def test_unknown_sweep_folder_says_how_to_collect(tmp_path):
 
 @pytest.mark.slow
 def test_figures_entry_point_collects_and_builds(tmp_path, capsys):
-    """experiments/figures.py on a folder of run folders that was never collected."""
+    """initsuite figures on a folder of run folders that was never collected."""
     import runpy
 
     from initsuite.configure import compose

@@ -17,10 +17,11 @@ from omegaconf import OmegaConf
 
 from initsuite import progress, sweep
 from initsuite.configure import compose
-from initsuite.results import CONFIG_COLUMNS, TABLE_COLUMNS, RunDir, run_id
+from initsuite.results import RunDir, run_id
+from initsuite.tables import CONFIG_COLUMNS, TABLE_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_POINT = ["+experiment=smoke", "model.depth=1", "activation=tanh"]
+TINY_POINT = ["experiment=smoke", "model.depth=1", "activation=tanh"]
 
 
 def expected_ids(jobs, results):
@@ -33,10 +34,10 @@ def expected_ids(jobs, results):
 def test_sweep_argv_makes_a_multirun_of_the_default_preset_with_the_sweep_base():
     argv = sweep.sweep_argv(["experiments/sweep.py", "seed=0,1"])
     assert argv[0] == "experiments/sweep.py" and "--multirun" in argv
-    assert "+experiment=default" in argv and "hydra/callbacks=sweep" in argv and "seed=0,1" in argv
-    mine = sweep.sweep_argv(["x", "-m", "+experiment=smoke", "hydra/callbacks=other"])
+    assert "experiment=default" in argv and "hydra/callbacks=sweep" in argv and "seed=0,1" in argv
+    mine = sweep.sweep_argv(["x", "-m", "experiment=smoke", "hydra/callbacks=other"])
     assert mine.count("-m") == 1 and "--multirun" not in mine
-    assert "+experiment=default" not in mine and "hydra/callbacks=sweep" not in mine
+    assert "experiment=default" not in mine and "hydra/callbacks=sweep" not in mine
 
 
 def test_grid_is_the_product_of_the_axes_and_args_narrow_or_add_axes():
@@ -48,7 +49,7 @@ def test_grid_is_the_product_of_the_axes_and_args_narrow_or_add_axes():
 
 
 def test_sweep_config_puts_the_sweep_in_a_stable_folder_with_the_callback(tmp_path):
-    cfg = compose(["+experiment=smoke", "hydra/callbacks=sweep", f"paths.results={tmp_path}"], return_hydra_config=True)
+    cfg = compose(["experiment=smoke", "hydra/callbacks=sweep", f"paths.results={tmp_path}"], return_hydra_config=True)
     assert OmegaConf.select(cfg, "hydra.sweep.dir") == f"{tmp_path}/sweeps/smoke"
     assert cfg.hydra.callbacks.sweep._target_ == "initsuite.callbacks.SweepCallback"
     assert "JoblibLauncher" in cfg.hydra.launcher._target_ and str(cfg.hydra.launcher.batch_size) == "1"
@@ -56,7 +57,7 @@ def test_sweep_config_puts_the_sweep_in_a_stable_folder_with_the_callback(tmp_pa
 
 
 def test_slurm_launcher_is_submitit_with_a_run_per_task():
-    cfg = compose(["+experiment=smoke", "hydra/callbacks=sweep", "hydra/launcher=slurm"], return_hydra_config=True)
+    cfg = compose(["experiment=smoke", "hydra/callbacks=sweep", "hydra/launcher=slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.cpus_per_task >= 1
     assert sweep.launch_mode(launcher).threads == launcher.cpus_per_task
@@ -222,10 +223,10 @@ def test_collect_tolerates_broken_and_unfinished_run_folders(tmp_path):
     assert "skipped 3 broken run folders" in text and "1 runs still running" in text
     assert text.splitlines()[-1] == str(sweep_dir)
     # the command line does the same, and says what it needs
-    cli = subprocess.run([sys.executable, "experiments/collect.py", str(sweep_dir)], cwd=ROOT,
+    cli = subprocess.run([sys.executable, "-m", "initsuite", "collect", str(sweep_dir)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0 and cli.stdout.strip().splitlines()[-1] == str(sweep_dir)
-    missing = subprocess.run([sys.executable, "experiments/collect.py", str(tmp_path / "nope")], cwd=ROOT,
+    missing = subprocess.run([sys.executable, "-m", "initsuite", "collect", str(tmp_path / "nope")], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "no sweep folder" in missing.stderr
 
@@ -234,7 +235,7 @@ def test_collect_tolerates_broken_and_unfinished_run_folders(tmp_path):
 
 
 def _sweep_cmd(results, *args):
-    return [sys.executable, "experiments/sweep.py", "+experiment=smoke", f"paths.results={results}", *args]
+    return [sys.executable, "-m", "initsuite", "sweep", "experiment=smoke", f"paths.results={results}", *args]
 
 
 def _env():

@@ -213,7 +213,7 @@ def test_run_sigmas_from_the_registry():
 @pytest.fixture(scope="module")
 def step0_tables(tmp_path_factory):
     """Two real runs (max_steps=0) on wide layers, collected as a sweep's tables."""
-    from initsuite import data, results
+    from initsuite import data, tables
     from initsuite.configure import compose
     from initsuite.train import as_container, run
 
@@ -228,7 +228,7 @@ def step0_tables(tmp_path_factory):
         cc = as_container(cfg)
         bundle = data.load(cfg.dataset, seed=int(cfg.seed))
         m2[init] = float((bundle.x_test[: cfg.probes.batch_size].astype(np.float64) ** 2).mean())
-        rows.append({"run_id": r.run_id, **results.config_columns(cc), "status": r.status, "path": str(r.path),
+        rows.append({"run_id": r.run_id, **tables.identity_columns(cc), "status": r.status, "path": str(r.path),
                      "_config": cc})
         stats.append(r.layer_stats)
     return {"runs": pd.DataFrame(rows), "layer_stats": pd.concat(stats, ignore_index=True),
@@ -299,3 +299,24 @@ def test_theory_modules_import_neither_tensorflow_nor_hydra():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'hydra')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("model, extra", [("cnn", ["model.depth=2", "model.width=32"]),
+                                          ("mlp", ["model.depth=1", "model.width=16"])])
+def test_run_sigmas_follow_the_realised_kernel_shapes(make_cfg, model, extra):
+    """Keras' orthogonal orthogonalises a (prod(shape[:-1]), shape[-1]) matrix: a first conv kernel
+    (3, 3, 1, 32) has entries of variance 1/32 (not 1/max(fans) = 1/288), a (64, 16) dense one 1/64."""
+    from initsuite.probes import main_kernel
+    from initsuite.train import as_container, build_model
+
+    cfg = make_cfg("dataset=synthetic", "dataset.image_shape=[8,8,1]", f"model={model}", "init=orthogonal", *extra)
+    built = build_model(cfg, (8, 8, 1), 10)
+    kernels = [np.asarray(main_kernel(p.kernel_layer).numpy(), dtype=np.float64) for p in built.points]
+    config = as_container(cfg)
+    assert [k.shape for k in kernels] == theory.layer_shapes(config)
+    sig = theory.run_sigmas(config).sigma_w2
+    for k, s in zip(kernels, sig):
+        fan_in = initializers.compute_fans(k.shape)[0]
+        assert s / fan_in == pytest.approx(k.var(), rel=0.02), k.shape
+    first = 1 / 32 if model == "cnn" else 1 / 64
+    assert sig[0] / initializers.compute_fans(kernels[0].shape)[0] == pytest.approx(first, rel=1e-9)

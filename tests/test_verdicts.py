@@ -131,7 +131,7 @@ def test_verdict_text_has_evidence_and_threshold():
 def tables(tmp_path_factory):
     """Two tiny runs as a sweep's tables: a healthy one and Glorot & Bengio's standard init on a
     deeper tanh net."""
-    from initsuite import results
+    from initsuite import tables
     from initsuite.configure import compose
     from initsuite.train import as_container, run
 
@@ -141,7 +141,7 @@ def tables(tmp_path_factory):
     for extra in (["init=glorot_uniform"], ["init=standard", "model.depth=6", "model.width=128"]):
         cfg = compose(base + ["activation=tanh"] + extra)
         r = run(cfg)
-        rows.append({"run_id": r.run_id, **results.config_columns(as_container(cfg)), "status": r.status,
+        rows.append({"run_id": r.run_id, **tables.identity_columns(as_container(cfg)), "status": r.status,
                      **{k: r.info.get(k) for k in ("first_nonfinite_step", "first_nonfinite_layer",
                                                    "first_nonfinite_phase", "first_nonfinite_tensor",
                                                    "final_test_error", "final_test_loss")}})
