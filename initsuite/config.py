@@ -16,13 +16,13 @@ from hydra.core.config_store import ConfigStore
 
 @dataclass
 class DatasetConfig:
-    name: str = "synthetic"  # mnist | fashion_mnist | cifar10 | synthetic
+    name: str = "synthetic"  # mnist | fashion_mnist | cifar10 | synthetic | shapeset
     source: str = "tfds"  # tfds | files (ignored for synthetic)
     path: Optional[str] = None  # folder with the standard distribution files (source=files)
     data_dir: Optional[str] = None  # tfds data_dir; None = tfds default (~/tensorflow_datasets)
     valid_size: int = 10000  # examples of the official train split held out for validation
     limit_train: Optional[int] = None  # keep only the first N training examples (quick runs)
-    # synthetic only: tiny class-dependent data generated from the seed
+    # synthetic: tiny class-dependent data generated from the seed; shapeset: the sizes of its fixed splits
     n_train: int = 512
     n_valid: int = 128
     n_test: int = 128

@@ -31,6 +31,9 @@ Where the images come from (``dataset.source``):
 ``synthetic``
     ``dataset.name=synthetic`` ignores the source: tiny, learnable data
     (class-dependent mean images plus Gaussian noise) generated from ``seed``.
+``shapeset``
+    ``dataset.name=shapeset`` ignores the source: Glorot & Bengio's generated
+    Shapeset-3x2 (:mod:`initsuite.shapeset`), fixed splits plus an online training stream.
 
 Every problem a user can fix (missing or corrupt files, unknown names, an
 offline machine) raises :class:`DataError` with a message saying what was
@@ -51,7 +54,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 from unittest import mock
 
 import numpy as np
@@ -159,6 +162,10 @@ DATASETS: Dict[str, DatasetSpec] = {
         n_train_official=None,
         n_test_official=None,
     ),
+    "shapeset": DatasetSpec(  # generated: initsuite.shapeset
+        name="shapeset", tfds_name=None, image_shape=(32, 32, 1), num_classes=9, file_format=None, file_names=(),
+        urls=(), n_train_official=None, n_test_official=None,
+    ),
 }
 
 SOURCES = ("tfds", "files")  # dataset.source values; synthetic ignores the source
@@ -182,7 +189,10 @@ class DataBundle:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
-    source: str  # "tfds" | "files" | "synthetic"
+    source: str  # "tfds" | "files" | "synthetic" | "generated"
+    # an unbounded training stream, (batch_size, seed) -> tf.data.Dataset of batches, used instead of
+    # shuffling x_train (online datasets: shapeset); x_train is then a fixed sample for evaluation
+    train_stream: Optional[Callable[[int, int], Any]] = None
 
     @property
     def input_shape(self) -> tuple:
@@ -208,6 +218,10 @@ def load(cfg: "DatasetConfig", seed: int = 0) -> DataBundle:
     spec = DATASETS.get(name)
     if spec is None:
         raise DataError(f"Unknown dataset {name!r}.{_did_you_mean(name, DATASETS)} Valid datasets: {', '.join(DATASETS)}.")
+    if name == "shapeset":  # generated, ignores the source
+        from initsuite import shapeset
+
+        return shapeset.load(cfg, seed, None if cfg.limit_train is None else _int_field(cfg, "limit_train", minimum=1))
     source = str(cfg.source)
     if source not in SOURCES and not (name == "synthetic" and source == "synthetic"):
         raise DataError(

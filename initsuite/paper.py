@@ -319,6 +319,26 @@ def paper_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
 
 
 @plots.styled
+def samples_figure(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], per_class: int = 4,
+                   title: str = "Fig. 1: Shapeset-3x2 samples") -> "plots.Figure":
+    """The paper's Fig. 1 (top): ``per_class`` images of each class, one column per class,
+    from arrays (``images`` (n, H, W[, 1]) in [0, 1], ``labels`` class ids)."""
+    k = len(class_names)
+    fig, axes = plots.new_figure(per_class, k, panel=(0.95, 0.95))
+    for c in range(k):
+        idx = np.flatnonzero(np.asarray(labels) == c)[:per_class]
+        for r in range(per_class):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
+            if r < len(idx):
+                ax.imshow(np.asarray(images[idx[r]]).squeeze(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if r == 0:
+                ax.set_title(str(class_names[c]).replace("+", "\n+ "), fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+@plots.styled
 def test_error_curves(metrics: pd.DataFrame, title: str = "") -> "plots.Figure":
     """Test error (%) against steps, one line per (activation, init): colour = init,
     line style = activation; mean over seeds. The deepest nets only."""

@@ -390,6 +390,8 @@ def train_dataset(data, batch_size: int, seed: int):
     GPU the host-to-device copy is part of the step there too)."""
     import tensorflow as tf
 
+    if getattr(data, "train_stream", None) is not None:  # online data (shapeset): fresh examples forever
+        return data.train_stream(int(batch_size), int(seed))
     ds = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train.astype(np.int64)))
     ds = ds.shuffle(len(data.x_train), seed=int(seed), reshuffle_each_iteration=True)
     return ds.batch(int(batch_size), drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)
