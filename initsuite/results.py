@@ -24,7 +24,7 @@ STATUSES = ("running", "done", "diverged", "failed")
 FINISHED = ("done", "diverged")  # a relaunched sweep skips these
 
 # Keys that change where or how loudly a run reports, not what it computes.
-_ID_EXCLUDED = {"paths", "force", "experiment", "extra"}
+_ID_EXCLUDED = {"paths", "force", "experiment", "extra", "tune"}
 _ID_EXCLUDED_TRAIN = {"progress", "threads", "nonfinite_check_every"}
 
 LAYER_STATS_COLUMNS = ["run_id", "step", "epoch", "layer", "layer_index", "tensor", "stat", "value"]
@@ -41,7 +41,7 @@ TABLE_COLUMNS = {
 
 # Config columns every collected table carries (DESIGN.md), from a resolved config dict.
 CONFIG_COLUMNS = ["experiment", "dataset", "model", "depth", "width", "init", "init_name", "activation",
-                  "optimizer", "lr", "batch_size", "epochs", "seed"]
+                  "optimizer", "lr", "batch_size", "epochs", "seed", "tune_axis", "tune_metric"]
 
 
 def config_columns(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -62,6 +62,8 @@ def config_columns(cfg: Dict[str, Any]) -> Dict[str, Any]:
         "batch_size": cfg.get("train", {}).get("batch_size"),
         "epochs": cfg.get("train", {}).get("epochs"),
         "seed": cfg.get("seed"),
+        "tune_axis": (cfg.get("tune") or {}).get("axis"),  # initsuite.selection: the axis figures pick along
+        "tune_metric": (cfg.get("tune") or {}).get("metric"),
     }
 
 

@@ -225,6 +225,7 @@ class Trainer:
         eval_steps = {0, total} | {e * self.steps_per_epoch for e in range(1, int(cfg.train.epochs) + 1)}
         if int(cfg.train.eval_every) > 0:
             eval_steps |= set(range(0, total + 1, int(cfg.train.eval_every)))
+        eval_steps |= {int(s) for s in (cfg.train.get("eval_steps") or []) if int(s) >= 0}
         self.eval_steps = {s for s in eval_steps if s <= total}
 
     def epoch_of(self, step: int) -> float:
