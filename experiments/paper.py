@@ -1,7 +1,7 @@
 """Glorot & Bengio (2010) reproduction: the paper's figures, Table 1 and report.html of a glorot2010 sweep.
 
     make paper                                   # runs the sweep (make sweep EXP=glorot2010), then this script
-    make paper PAPER_SCALE=full                  # the paper's schedule, for a GPU (PAPER_SCALE=tiny: seconds)
+    make paper PAPER_SCALE=long                  # the paper's schedule, for a GPU (PAPER_SCALE=tiny: seconds)
     python experiments/paper.py results/sweeps/glorot2010     # redraw from the sweep's tables
 """
 
