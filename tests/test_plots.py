@@ -33,7 +33,8 @@ def synthetic_tables(inits=("standard", "glorot_uniform", "truncated_normal"), a
                         rid = f"r{k:04d}"
                         cfg = dict(experiment=experiment, dataset=dataset, model="mlp", depth=depth, width=32,
                                    init=init, init_name="truncated_normal" if "truncated" in init else init,
-                                   activation=act, optimizer="sgd", lr=0.05, batch_size=10, epochs=1, seed=seed)
+                                   activation=act, optimizer="sgd", lr=0.05, batch_size=10, epochs=1, seed=seed,
+                                   tune_axis=None, tune_metric=None)
                         diverged = (init, act) == tuple(diverge) and seed == 0
                         last = steps[1] if diverged else steps[-1]
                         err = {"standard": 0.3, "glorot_uniform": 0.2}.get(init, 0.25) + 0.01 * seed
