@@ -33,7 +33,7 @@ sweep: $(STAMP) ## the main job: a resumable sweep; make sweep EXP=<preset in co
 collect: $(STAMP) ## gather a sweep's run folders into its tables: make collect SWEEP=<folder>
 	$(PY) -m initsuite collect $(SWEEP)
 
-paper: $(STAMP) ## reproduce Glorot & Bengio 2010 (figures + Table 1); PAPER_SCALE=full for the paper's schedule
+paper: $(STAMP) ## reproduce Glorot & Bengio 2010 on Shapeset + MNIST (figures, Table 1 with per-pair rates, seeds, significance); PAPER_SCALE=long: the paper's schedule (GPU)
 	$(PY) -m initsuite paper $(if $(PAPER_SCALE),--scale $(PAPER_SCALE)) $(ARGS)
 
 figures: $(STAMP) ## redraw a sweep's figures and report from its tables: make figures SWEEP=<folder>

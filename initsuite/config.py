@@ -16,13 +16,13 @@ from hydra.core.config_store import ConfigStore
 
 @dataclass
 class DatasetConfig:
-    name: str = "mnist"  # mnist | fashion_mnist | cifar10 | synthetic
-    source: str = "auto"  # auto | tfds | files | embedded (ignored for synthetic); see initsuite.data
+    name: str = "mnist"  # mnist | fashion_mnist | cifar10 | synthetic | shapeset
+    source: str = "auto"  # auto | tfds | files | embedded (ignored for synthetic and shapeset); see initsuite.data
     path: Optional[str] = None  # folder with the standard distribution files (source=files)
     data_dir: Optional[str] = None  # tfds data_dir; None = tfds default (~/tensorflow_datasets)
     valid_size: int = 10000  # examples of the official train split held out for validation
     limit_train: Optional[int] = None  # keep only the first N training examples (quick runs)
-    # synthetic only: tiny class-dependent data generated from the seed
+    # synthetic: tiny class-dependent data generated from the seed; shapeset: the sizes of its fixed splits
     n_train: int = 512
     n_valid: int = 128
     n_test: int = 128
@@ -80,6 +80,7 @@ class TrainConfig:
     batch_size: int = 32
     max_steps: Optional[int] = None  # stop after this many updates (quick runs)
     eval_every: int = 0  # also evaluate train/valid/test every k steps (0 = epoch ends only)
+    eval_steps: List[int] = field(default_factory=list)  # and at these steps (e.g. log-spaced, for curves)
     eval_examples: int = 10000  # examples per split used for each evaluation (the whole split if smaller)
     stop_on_nonfinite: bool = True  # stop at the first NaN/Inf (the run is recorded as diverged)
     nonfinite_check_every: int = 50  # steps between host reads of the in-graph NaN flag
@@ -106,6 +107,14 @@ class PathsConfig:
 
 
 @dataclass
+class TuneConfig:
+    # select over this swept config key per group of the other config columns (initsuite.selection),
+    # e.g. optimizer.lr (several: "optimizer.lr,model.depth"); None = no selection
+    axis: Optional[str] = None
+    metric: str = "valid_error"  # lowest is best: valid_error (best over evaluations) or a numeric runs column
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -115,6 +124,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     probes: ProbesConfig = field(default_factory=ProbesConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)  # how a sweep's figures and tables pick along an axis
     seed: int = 0
     force: bool = False  # rerun even if a finished run with the same id exists
     experiment: str = "single"  # name of the preset (sweeps group their runs by it); a preset sets it

@@ -42,6 +42,9 @@ Where the images come from (``dataset.source``):
 ``synthetic``
     ``dataset.name=synthetic`` ignores the source: tiny, learnable data
     (class-dependent mean images plus Gaussian noise) generated from ``seed``.
+``shapeset``
+    ``dataset.name=shapeset`` ignores the source: Glorot & Bengio's generated
+    Shapeset-3x2 (:mod:`initsuite.shapeset`), fixed splits plus an online training stream.
 
 Every problem a user can fix (missing or corrupt files, unknown names, an
 offline machine) raises :class:`DataError` with a message saying what was
@@ -62,7 +65,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -171,9 +174,15 @@ DATASETS: Dict[str, DatasetSpec] = {
         n_train_official=None,
         n_test_official=None,
     ),
+    "shapeset": DatasetSpec(  # generated: initsuite.shapeset
+        name="shapeset", tfds_name=None, image_shape=(32, 32, 1), num_classes=9, file_format=None, file_names=(),
+        urls=(), n_train_official=None, n_test_official=None,
+    ),
 }
 
-SOURCES = ("auto", "tfds", "files", "embedded")  # dataset.source values; synthetic ignores the source
+SOURCES = ("auto", "tfds", "files", "embedded")  # dataset.source values; the generated datasets ignore it
+GENERATED = ("synthetic", "shapeset")  # datasets drawn from their seed, no files; their source is "generated"
+GENERATED_SOURCES = ("generated", "synthetic")  # what a generated dataset's pinned source reads
 DATA_PATH_ENV = "INITSUITE_DATA"  # folder with standard files, for source=auto when dataset.path is unset
 EMBEDDED_ROOT = Path(__file__).resolve().parent / "embedded"
 
@@ -221,8 +230,11 @@ class DataBundle:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
-    source: str  # "tfds" | "files" | "embedded" | "synthetic"
+    source: str  # "tfds" | "files" | "embedded" | "synthetic" | "generated"
     description: str = ""  # e.g. "MNIST: embedded 10k-digit sample (no tfds data, offline)"
+    # an unbounded training stream, (batch_size, seed) -> tf.data.Dataset of batches, used instead of
+    # shuffling x_train (online datasets: shapeset); x_train is then a fixed sample for evaluation
+    train_stream: Optional[Callable[[int, int], Any]] = None
 
     @property
     def sizes(self) -> Dict[str, int]:
@@ -253,11 +265,15 @@ def load(cfg: "DatasetConfig", seed: int = 0) -> DataBundle:
     spec = DATASETS.get(name)
     if spec is None:
         raise DataError(f"Unknown dataset {name!r}.{_did_you_mean(name, DATASETS)} Valid datasets: {', '.join(DATASETS)}.")
+    if name == "shapeset":  # generated, ignores the source
+        from initsuite import shapeset
+
+        return shapeset.load(cfg, seed, None if cfg.limit_train is None else _int_field(cfg, "limit_train", minimum=1))
     source = str(cfg.source)
-    if source not in SOURCES and not (name == "synthetic" and source == "synthetic"):
+    if source not in SOURCES and not (name in GENERATED and source in GENERATED_SOURCES):
         raise DataError(
             f"Unknown dataset.source {source!r}.{_did_you_mean(source, SOURCES)} Valid sources: {', '.join(SOURCES)} "
-            "(dataset.name=synthetic ignores the source)."
+            f"(the generated datasets {', '.join(GENERATED)} ignore the source)."
         )
     valid_size = _int_field(cfg, "valid_size", minimum=0)
     limit_train = None if cfg.limit_train is None else _int_field(cfg, "limit_train", minimum=1)
@@ -298,6 +314,7 @@ class Resolved:
             "files": f"full dataset from the standard files in {self.path}",
             "embedded": EMBEDDED[self.dataset].description if self.dataset in EMBEDDED else "embedded sample",
             "synthetic": "generated synthetic data",
+            "generated": "generated from the seed" if self.dataset != "shapeset" else "generated online from the seed",
         }.get(self.source, self.source)
         shown = self.reason and not self.reason.startswith("dataset.source=")  # asked for: nothing to explain
         return f"{title}: {what}" + (f" ({self.reason})" if shown else "")
@@ -307,7 +324,8 @@ class Resolved:
                 "description": self.describe()}
 
 
-_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "synthetic": "synthetic"}
+_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "synthetic": "synthetic",
+           "shapeset": "Shapeset-3x2"}
 
 
 def _path_of(cfg: Any) -> Optional[str]:
@@ -345,8 +363,8 @@ def resolve_source(cfg: Any) -> Resolved:
     spec = DATASETS.get(name)
     if spec is None:
         raise DataError(f"Unknown dataset {name!r}.{_did_you_mean(name, DATASETS)} Valid datasets: {', '.join(DATASETS)}.")
-    if name == "synthetic":
-        return Resolved(name, "synthetic", None, "")
+    if name in GENERATED:
+        return Resolved(name, "generated", None, "")
     source = str(cfg.source)
     if source != "auto":
         return Resolved(name, source, _path_of(cfg), f"dataset.source={source}")
@@ -381,7 +399,7 @@ def pin_sources(resolutions: Dict[str, Dict[str, Any]], dataset_cfg: Any) -> Opt
     before its first run, so every run of the sweep uses the same source. Returns the
     resolution applied, or ``None`` when ``dataset_cfg`` was not ``auto`` or had none.
     """
-    if str(dataset_cfg.source) != "auto":
+    if str(dataset_cfg.source) != "auto" and str(dataset_cfg.name) not in GENERATED:
         return None
     found = resolutions.get(str(dataset_cfg.name))
     if not found:

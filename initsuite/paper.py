@@ -48,7 +48,7 @@ TABLE1 = pd.DataFrame(
 )
 PAPER_DATASETS = ["Shapeset", "MNIST", "CIFAR-10", "Small-ImageNet"]
 # Our dataset name -> the paper's column it reproduces.
-DATASET_COLUMN = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+DATASET_COLUMN = {"shapeset": "Shapeset", "mnist": "MNIST", "cifar10": "CIFAR-10"}
 ACTIVATION_TYPE = {"softsign": "Softsign", "tanh": "Tanh", "sigmoid": "Sigmoid"}
 INIT_SUFFIX = {"standard": "", "glorot_uniform": " N"}  # the paper's two inits
 STANDARD, NORMALIZED = "standard", "glorot_uniform"
@@ -56,19 +56,29 @@ STANDARD, NORMALIZED = "standard", "glorot_uniform"
 # make paper PAPER_SCALE=<scale>: overrides on top of conf/experiment/glorot2010.yaml. Each scale has its own
 # experiment name (the preset's experiment is glorot2010${extra.scale}), hence its own sweep folder
 # (results/sweeps/glorot2010_<scale>/), so scales never mix.
+_LOG_STEPS = [10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 1000000, 3000000]
 SCALES: Dict[str, List[str]] = {
-    # the preset as it is: 3000 updates of minibatch 10 (30k examples, 0.6 epoch), ~30 min on 2 CPU cores
+    # the preset as it is: 600 updates of minibatch 10 per run, 2 rates x 3 seeds per pair (see its header)
     "default": [],
-    # the paper's schedule for a GPU: minibatch 10 for 100 epochs of the 50k training examples (500k updates),
-    # every evaluation on the full splits
-    "full": ["extra.scale=_full", "train.max_steps=null", "train.epochs=100", "train.eval_every=5000",
-             "train.eval_examples=10000", "probes.every=2500"],
-    # seconds, for tests: tiny nets on generated data
-    "tiny": ["extra.scale=_tiny", "debug=tiny", "train.max_steps=20", "train.eval_every=10", "probes.every=5",
-             "probes.hist_bins=20"],
+    # 100 epochs of minibatch 10 (500k updates on MNIST), every evaluation on 10000 examples: a GPU
+    "full": ["extra.scale=_full", "train.max_steps=500000", "train.epochs=100", "train.eval_every=50000",
+             f"train.eval_steps=[{','.join(str(s) for s in _LOG_STEPS[:10])}]", "train.eval_examples=10000",
+             "probes.every=25000", "dataset.n_train=50000", "dataset.n_valid=10000", "dataset.n_test=10000"],
+    # the paper's schedule (its learning rates were chosen "after 5M updates"): up to 5M updates of
+    # minibatch 10, 4 rates, truncated_normal too; test error taken at the lowest validation error (the
+    # paper's early stopping, without stopping the run); a GPU, hours per run
+    "long": ["extra.scale=_long", "train.max_steps=5000000", "train.epochs=1000", "train.eval_every=250000",
+             f"train.eval_steps=[{','.join(str(s) for s in _LOG_STEPS)}]", "train.eval_examples=10000",
+             "probes.every=250000", "dataset.n_train=50000", "dataset.n_valid=10000", "dataset.n_test=10000",
+             "optimizer.lr=0.003,0.01,0.03,0.1", "init=standard,glorot_uniform,truncated_normal"],
+    # seconds, for tests: tiny nets, both rates, 2 seeds (enough for Welch's t), Shapeset only
+    "tiny": ["extra.scale=_tiny", "dataset=shapeset", "dataset.n_train=200", "dataset.n_valid=90",
+             "dataset.n_test=90", "model.width=16", "model.depth=3", "train.max_steps=20",
+             "train.eval_steps=[3,10]", "train.eval_examples=90", "probes.every=5", "probes.batch_size=64",
+             "probes.hist_bins=20", "seed=0,1"],
 }
 # The extra run of Fig. 2: the paper shows a 4-layer sigmoid net, which escapes saturation (5 layers never do).
-FIG2_RUN = ["activation=sigmoid", "init=standard", "model.depth=4"]
+FIG2_RUN = ["activation=sigmoid", "init=standard", "model.depth=4", "seed=0"]
 
 
 def scale_overrides(scale: Optional[str]) -> List[str]:
@@ -117,34 +127,76 @@ def selected_test_error(runs: pd.DataFrame, metrics: Optional[pd.DataFrame] = No
     return out
 
 
-def table1(runs: pd.DataFrame, metrics: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+ALPHA = 0.005  # the paper's significance level in Table 1
+
+
+def entry_errors(runs: pd.DataFrame, metrics: Optional[pd.DataFrame] = None) -> Dict[tuple, np.ndarray]:
+    """Test error (%) of each finished seed, per (activation, init, dataset), each run at its
+    lowest validation error (:func:`selected_test_error`)."""
+    if not len(runs):
+        return {}
+    sel = selected_test_error(runs, metrics)
+    out = {}
+    for key, g in runs.groupby(["activation", "init", "dataset"]):
+        ok = g[(g.status == "done") & g.final_test_error.notna()]
+        out[key] = 100 * sel.reindex(ok.run_id).dropna().to_numpy()
+    return out
+
+
+def table1(runs: pd.DataFrame, metrics: Optional[pd.DataFrame] = None, alpha: float = ALPHA) -> pd.DataFrame:
     """Our test error beside the paper's, one row per (row type, dataset).
 
-    Columns: type, activation, init, depth, dataset, runs, diverged, test_error_pct (mean over the
-    runs that finished, each at its lowest validation error: :func:`selected_test_error`),
-    test_error_sd, final_test_error_pct (at the last step), then the paper's four columns
-    (Shapeset, MNIST, CIFAR-10, Small-ImageNet; blank where the paper has no such row) and
-    ``paper_same_dataset``: the paper's number for our dataset (MNIST or CIFAR-10), blank otherwise.
-    The paper's five rows are always present, measured or not. Only the nets of the grid's depth
-    (5 layers in the preset; :func:`initsuite.plots.deepest`) are compared.
+    Columns: type, activation, init, depth, dataset, runs, diverged, seeds (finished runs),
+    picked (the tuned axis values of these runs, e.g. ``lr=0.05``, blank when nothing was
+    tuned: :mod:`initsuite.selection`), test_error_pct (mean over the finished seeds, each at its
+    evaluation with the lowest validation error: :func:`selected_test_error`), test_error_sd,
+    final_test_error_pct (at the last step), best (the lowest mean of its dataset), p_vs_best
+    (two-sided Welch's t over seeds against the best row of the dataset: :func:`initsuite.stats.welch`;
+    blank with fewer than 2 seeds on a side), significantly_worse (p_vs_best < ``alpha``, the
+    paper's 0.005), then the paper's four columns (Shapeset, MNIST, CIFAR-10, Small-ImageNet;
+    blank where the paper has no such row) and ``paper_same_dataset``: the paper's number for our
+    dataset, blank otherwise. The paper's five rows are always present, measured or not. Only the
+    nets of the grid's depth (5 layers in the preset; :func:`initsuite.plots.deepest`) are compared.
     """
+    from initsuite.selection import PICKED
+    from initsuite.stats import welch
+
     r = plots.deepest(runs[runs.activation.isin(ACTIVATION_TYPE)]) if len(runs) else runs
     sel = selected_test_error(r, metrics) if len(r) else pd.Series(dtype=float)
     r = with_series(r, exclude=["dataset"]) if len(r) else r.assign(series=None)  # only seeds averaged
     check_seeds_only(r, ["activation", "series", "dataset"])
-    rows = []
+    picked_cols = [c for c in r.columns if c.startswith(PICKED)]
+    rows, errors = [], []
     for (act, label, dataset), g in r.groupby(["activation", "series", "dataset"]) if len(r) else []:
         ok = g[(g.status == "done") & g.final_test_error.notna()]
         e = sel.reindex(ok.run_id).dropna()
         init = g.init.iloc[0]
+        picked = ", ".join(f"{c[len(PICKED):]}=" + "/".join(f"{v:g}" if isinstance(v, (int, float, np.number))
+                                                             else str(v) for v in sorted(g[c].dropna().unique()))
+                           for c in picked_cols)
         rows.append(dict(type=row_type(act, init if label == init else label), activation=act, init=init,
                          depth=int(g.depth.iloc[0]),
-                         dataset=dataset, runs=len(g), diverged=int((g.status == "diverged").sum()),
-                         test_error_pct=100 * e.mean() if len(e) else np.nan,
+                         dataset=dataset, runs=len(g), diverged=int((g.status == "diverged").sum()), seeds=len(e),
+                         picked=picked, test_error_pct=100 * e.mean() if len(e) else np.nan,
                          test_error_sd=100 * e.std() if len(e) > 1 else np.nan,
                          final_test_error_pct=100 * ok.final_test_error.mean() if len(ok) else np.nan))
-    ours = pd.DataFrame(rows, columns=["type", "activation", "init", "depth", "dataset", "runs", "diverged",
-                                       "test_error_pct", "test_error_sd", "final_test_error_pct"])
+        errors.append(100 * e.to_numpy())
+    cols = ["type", "activation", "init", "depth", "dataset", "runs", "diverged", "seeds", "picked",
+            "test_error_pct", "test_error_sd", "final_test_error_pct", "best", "p_vs_best", "significantly_worse"]
+    ours = pd.DataFrame(rows, columns=cols)
+    ours[["best", "significantly_worse"]] = ours[["best", "significantly_worse"]].astype(object)
+    ours["p_vs_best"] = ours["p_vs_best"].astype(float)
+    for d in ours.dataset.unique():  # significance per dataset column, against its best row
+        idx = ours.index[(ours.dataset == d) & ours.test_error_pct.notna()]
+        if not len(idx):
+            continue
+        low = ours.loc[idx, "test_error_pct"]
+        b = low.idxmin()  # ties: every row at the minimum is best
+        for i in idx:
+            best = bool(low[i] == low[b])
+            p = 1.0 if best else welch(errors[i], errors[b]).p
+            ours.at[i, "best"], ours.at[i, "p_vs_best"] = best, p
+            ours.at[i, "significantly_worse"] = bool(p < alpha) if not np.isnan(p) else None
     missing = [t for t in TABLE1.type if t not in set(ours.type)]
     if missing:
         back = {v: k for k, v in ACTIVATION_TYPE.items()}
@@ -169,8 +221,14 @@ def _fmt(v, sd=None) -> str:
     return f"{v:.2f}" + (f" ± {sd:.2f}" if sd is not None and not np.isnan(sd) else "")
 
 
+def _true(v) -> bool:
+    return v is not None and not (isinstance(v, float) and np.isnan(v)) and bool(v)
+
+
 def table1_markdown(t: pd.DataFrame, scale: str = "default") -> str:
-    """Table 1 as Markdown: our test error (%) per dataset, then the paper's four columns."""
+    """Table 1 as Markdown: our test error (%) per dataset (mean ± sd over seeds, the picked
+    tuned values, the best in bold, † where Welch's t says worse than the best at p < 0.005),
+    then the paper's four columns."""
     datasets = sorted(d for d in t.dataset.dropna().unique())
     head = ["Type", "init"] + [f"ours: {d}" for d in datasets] + [f"paper: {c}" for c in PAPER_DATASETS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -183,15 +241,25 @@ def table1_markdown(t: pd.DataFrame, scale: str = "default") -> str:
                 continue
             r = r.iloc[0]
             text = _fmt(r.test_error_pct, r.test_error_sd)
+            if text and _true(r.get("best")):
+                text = f"**{text}**"
+            elif text and _true(r.get("significantly_worse")):
+                text += " †"
+            extra = [f"{int(r.seeds)} seed{'s' if int(r.seeds) != 1 else ''}"] if text and pd.notna(r.get("seeds")) else []
+            if isinstance(r.get("picked"), str) and r.picked:
+                extra.append(r.picked)
             if r.diverged:
-                text += f" ({int(r.diverged)}/{int(r.runs)} diverged)"
-            cells.append(text)
+                extra.append(f"{int(r.diverged)}/{int(r.runs)} diverged")
+            cells.append((text + " " if text else "") + (f"({'; '.join(extra)})" if extra else ""))
         p = g.iloc[0]
         cells += [_fmt(p[c]) for c in PAPER_DATASETS]
         lines.append("| " + " | ".join(cells) + " |")
     note = (f"\nTest error (%) of {int(t.depth.max()) if t.depth.notna().any() else 5}-hidden-layer nets; "
-            f"ours at scale '{scale}' (mean ± sd over seeds, each run at its evaluation with the lowest validation "
-            f"error, as the paper selects), paper: {CITATION}. "
+            f"ours at scale '{scale}': mean ± sd over seeds, each run at its evaluation with the lowest validation "
+            "error, as the paper selects; where a sweep tunes an axis (the learning rate), each row uses the value "
+            "with the best mean validation error, named in brackets. Bold: the best of the column; †: worse than "
+            f"the best by Welch's t-test over seeds at p < {ALPHA:g} (the paper's level); no mark: not "
+            f"distinguishable from the best (or too few seeds). Paper: {CITATION}. "
             "'N' = normalized init (glorot_uniform).\n")
     return "\n".join(lines) + "\n" + note
 
@@ -211,13 +279,23 @@ def setup_note(runs: pd.DataFrame, scale: str = "default") -> str:
 
     steps = runs["steps"].dropna() if "steps" in runs else pd.Series(dtype=float)
     steps_txt = f"{int(steps.max())} updates" if len(steps) else "?"
+    seeds = runs.groupby(["dataset", "activation", "init"]).seed.nunique() if len(runs) else pd.Series(dtype=int)
+    seeds_txt = f"{seeds.min()}-{seeds.max()}" if len(seeds) and seeds.min() != seeds.max() else (
+        f"{seeds.max()}" if len(seeds) else "?")
+    if "picked_lr" in runs and runs.picked_lr.notna().any():
+        lr_txt = (f"learning rate chosen per activation/init pair and dataset on validation error from "
+                  f"{str(runs.lr.iloc[0]).removeprefix('tuned: ').replace('|', ', ')}, as the paper did")
+    else:
+        lr_txt = (f"one fixed learning rate {vals('lr')} for every activation/init pair (the paper tuned it per pair "
+                  "on validation error)")
+    missing = [d for d in ("shapeset", "mnist") if d not in set(runs.dataset) ] if len(runs) else []
     return (f"Scale '{scale}': dataset {vals('dataset')}; {vals('depth')} hidden layers of {vals('width')} units; "
-            f"plain SGD, minibatch {vals('batch_size')}, one fixed learning rate {vals('lr')} for every "
-            f"activation/init pair (the paper tuned it per pair on validation error); {steps_txt} per run. "
-            "Differences from the paper: no Shapeset-3x2 or Small-ImageNet (MNIST and CIFAR-10 only); "
-            "training far shorter unless PAPER_SCALE=full (minibatch 10, 100 epochs); statistics on the first "
-            "300 test examples, as in the paper. 'standard' = U[-1/sqrt(n), 1/sqrt(n)], 'N' = glorot_uniform; "
-            "truncated_normal (Keras' stddev 0.05) is the suite's addition.")
+            f"plain SGD, minibatch {vals('batch_size')}, {lr_txt}; {seeds_txt} seeds per entry; {steps_txt} per run "
+            "(shapeset: online, fresh images every step). Differences from the paper: "
+            + (f"no {' or '.join(missing)}; " if missing else "") + "no Small-ImageNet; "
+            "training far shorter unless PAPER_SCALE=long (the paper: up to 5M updates of minibatch 10); statistics "
+            "on the first 300 test examples, as in the paper. 'standard' = U[-1/sqrt(n), 1/sqrt(n)], "
+            "'N' = glorot_uniform; truncated_normal (Keras' stddev 0.05) is the suite's addition.")
 
 
 # -- the paper's figures ---------------------------------------------------------------------------
@@ -231,7 +309,8 @@ def _fig2_depth(runs: pd.DataFrame) -> Optional[int]:
 
 def paper_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
                   formats: Sequence[str] = plots.FORMATS) -> List[FigureFile]:
-    """Draw the paper's Figs. 2, 3, 4, 6, 7, 8, 9, 10 and 12 for each dataset of the sweep."""
+    """Draw the paper's Figs. 2, 3, 4, 6, 7, 8, 9, 10 and 12 (Fig. 11 for Shapeset, with Fig. 1's
+    samples) for each dataset of the sweep."""
     runs, ls, hist, met = (tables[k] for k in ("runs", "layer_stats", "histograms", "metrics"))
     written = []
     for suffix, where in plots.slices(runs):
@@ -239,6 +318,7 @@ def paper_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
         ds = plots.describe(plots.deepest(r))
         d2 = _fig2_depth(r)
         ds2 = plots.describe(r[(r.activation == "sigmoid") & (r.init == STANDARD) & (r.depth == d2)])
+        fig_te = "fig11_shapeset_test_error" if set(r.dataset) == {"shapeset"} else "fig12_test_error"
         S, N = STANDARD, NORMALIZED
         specs = [
             ("fig02_sigmoid_activations",
@@ -309,11 +389,20 @@ def paper_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
                  l, [("tanh, normalized (glorot_uniform)", dict(activation="tanh", init=N))],
                  lines=(("p98", "o"), ("std", "-o")), ylabel="activation value",
                  title=f"Fig. 10: 98th percentile (markers) and std (lines), tanh normalized\n({ds})")),
-            ("fig12_test_error",
-             "Fig. 12: test error during training for each activation / init pair",
-             "Colour = init, line style = activation (5-layer nets).",
-             lambda: test_error_curves(m, title=f"Fig. 12: test error during training\n({ds})")),
+            (fig_te, f"Fig. {fig_te[3:5].lstrip('0')}: test error during training for each activation / init pair",
+             "Colour = init, line style = activation (5-layer nets); mean over seeds; each pair at its picked "
+             "learning rate where the sweep tunes it. The paper: Fig. 11 (Shapeset), Fig. 12 (MNIST, CIFAR-10).",
+             lambda: test_error_curves(m, title=f"Fig. {fig_te[3:5].lstrip('0')}: test error during training\n({ds})",
+                                       runs=r)),
         ]
+        if "shapeset" in set(r.dataset):
+            from initsuite import shapeset
+
+            x, y = shapeset.make(9 * 4, 1)  # balanced: 4 images per class
+            specs.insert(0, ("fig01_shapeset_samples", "Fig. 1: Shapeset-3x2 samples",
+                             "Generated 32x32 images, one column per class (which shapes are present), "
+                             "four per class (initsuite.shapeset.make, seed 1).",
+                             lambda: samples_figure(x, y, shapeset.CLASS_NAMES)))
         for name, title, caption, draw in specs:
             fig = draw()
             written.append(FigureFile(name + suffix, title, caption, plots.save(fig, out_dir, name + suffix, formats),
@@ -322,9 +411,33 @@ def paper_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
 
 
 @plots.styled
-def test_error_curves(metrics: pd.DataFrame, title: str = "") -> "plots.Figure":
-    """Test error (%) against steps, one line per (activation, init): colour = init,
-    line style = activation; mean over seeds. The deepest nets only."""
+def samples_figure(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], per_class: int = 4,
+                   title: str = "Fig. 1: Shapeset-3x2 samples") -> "plots.Figure":
+    """The paper's Fig. 1 (top): ``per_class`` images of each class, one column per class,
+    from arrays (``images`` (n, H, W[, 1]) in [0, 1], ``labels`` class ids)."""
+    k = len(class_names)
+    fig, axes = plots.new_figure(per_class, k, panel=(0.95, 0.95))
+    for c in range(k):
+        idx = np.flatnonzero(np.asarray(labels) == c)[:per_class]
+        for r in range(per_class):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
+            if r < len(idx):
+                ax.imshow(np.asarray(images[idx[r]]).squeeze(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if r == 0:
+                ax.set_title(str(class_names[c]).replace("+", "\n+ "), fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+@plots.styled
+def test_error_curves(metrics: pd.DataFrame, title: str = "", runs: Optional[pd.DataFrame] = None) -> "plots.Figure":
+    """Test error (%) against steps (log axis), one line per (activation, init): colour = init,
+    line style = activation; mean over seeds. The deepest nets only. With ``runs`` carrying
+    ``picked_lr`` (a tuned sweep) the legend names each pair's learning rate."""
+    picked = None
+    if runs is not None and "picked_lr" in runs:
+        picked = plots.deepest(runs)
     m = plots.deepest(plots.select(metrics, split="test", metric="error"))
     fig, axes = plots.new_figure(1, 1, panel=(6.0, 3.4))
     ax = axes[0, 0]
@@ -334,12 +447,17 @@ def test_error_curves(metrics: pd.DataFrame, title: str = "") -> "plots.Figure":
         m = with_series(m)
         colors = plots.init_colors(m.series.unique())
         band = plots.seed_band(m.assign(value=100 * m.value), "step", ["activation", "series"])
+        lrs = picked.groupby(["activation", "init"]).picked_lr.first() if picked is not None and len(picked) else {}
         for (act, init), b in band.groupby(["activation", "series"]):
+            lr = lrs.get((act, init)) if len(lrs) else None
             ax.plot(b.step, b["mean"], linestyle=plots.ACTIVATION_STYLES.get(act, "-"), color=colors[init],
-                    label=row_type(act, init) + f"  [{act}, {init}]")
-        ax.legend(loc="upper right", frameon=False, ncol=1)
+                    label=row_type(act, init) + f"  [{act}, {init}" + (f", lr {lr:g}]" if lr is not None else "]"))
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, ncol=1)  # beside, not over
         if _span(band["mean"]) > 20:
             ax.set_yscale("log")
+        positive = band.step[band.step > 0]
+        if len(positive) and band.step.max() / positive.min() > 20:  # log-spaced evaluations: log steps
+            ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.3)
     ax.set_xlabel(plots.STEP_LABEL)
     ax.set_ylabel("test error (%)")
     fig.suptitle(title)
@@ -407,17 +525,44 @@ def checks(tables: Dict[str, pd.DataFrame]) -> pd.DataFrame:
             + (f", glorot_uniform {100 * tg[-1]:.1f}%" if len(tg) else ""),
             bool(len(tg) and t[-1] > tg[-1]) if len(tg) else None)
     if len(runs):
-        t1 = table1(runs, tables.get("metrics")).dropna(subset=["test_error_pct"])
-        a = t1[(t1.activation == "tanh") & (t1.init == STANDARD)].test_error_pct
-        b = t1[(t1.activation == "tanh") & (t1.init == NORMALIZED)].test_error_pct
-        if len(a) and len(b):
-            add("tanh: normalized init reaches a lower test error than standard (Table 1: on all four datasets)",
-                f"{a.mean():.2f}% (standard) vs {b.mean():.2f}% (normalized)", bool(b.mean() < a.mean()))
-        paper_rows = t1[t1.type.isin(TABLE1.type)]
-        sig = paper_rows[paper_rows.type == "Sigmoid"].test_error_pct
-        if len(sig) and len(paper_rows) > len(sig):
-            worst = paper_rows.groupby("type").test_error_pct.mean()
-            add("sigmoid (standard init) has the highest test error of the paper's five rows (Table 1)",
-                ", ".join(f"{k} {v:.2f}%" for k, v in worst.sort_values().items()),
-                bool(worst.idxmax() == "Sigmoid"))
+        for claim in table1_checks(runs, tables.get("metrics")):
+            add(*claim)
     return pd.DataFrame(out, columns=["claim", "measured", "holds"])
+
+
+def table1_checks(runs: pd.DataFrame, metrics: Optional[pd.DataFrame] = None, alpha: float = ALPHA) -> List[tuple]:
+    """Table 1's orderings, per dataset: for tanh and softsign, which init wins and whether the gap
+    is significant (Welch's t over seeds, p < ``alpha``), beside the paper's; and whether sigmoid is
+    the worst of the paper's rows. ``(claim, measured, holds)`` tuples; ``holds`` compares the
+    direction with the paper's (None where the paper has no such column)."""
+    from initsuite.stats import welch
+
+    t1 = table1(runs, metrics, alpha).dropna(subset=["test_error_pct"])
+    errs = entry_errors(plots.deepest(runs[runs.activation.isin(ACTIVATION_TYPE)]), metrics)
+    out = []
+    for dataset in sorted(t1.dataset.unique()):
+        col = DATASET_COLUMN.get(dataset)
+        d = t1[t1.dataset == dataset]
+        for act in ("tanh", "softsign"):
+            s, n = (d[(d.activation == act) & (d.init == i)] for i in (STANDARD, NORMALIZED))
+            if s.empty or n.empty:
+                continue
+            ms, mn = float(s.test_error_pct.iloc[0]), float(n.test_error_pct.iloc[0])
+            w = welch(errs.get((act, STANDARD, dataset), []), errs.get((act, NORMALIZED, dataset), []))
+            winner = NORMALIZED if mn < ms else STANDARD
+            sig = ("p n/a (fewer than 2 seeds)" if np.isnan(w.p) else
+                   f"Welch p = {w.p:.2g}, {'significant' if w.p < alpha else 'not significant'} at {alpha:g}")
+            paper_txt, expected = "", None
+            if col:  # the paper's winner, from its Table 1
+                ps, pn = (float(TABLE1.set_index("type").at[row_type(act, i), col]) for i in (STANDARD, NORMALIZED))
+                paper_txt, expected = f"; paper {ps:.2f} vs {pn:.2f}", NORMALIZED if pn < ps else STANDARD
+            out.append((f"{dataset}, {act}: {'normalized' if expected != STANDARD else 'standard'} init reaches the "
+                        f"lower test error (Table 1)",
+                        f"standard {ms:.2f}% vs normalized {mn:.2f}%: {winner} wins by {abs(ms - mn):.2f} points, "
+                        f"{sig}{paper_txt}", None if expected is None else bool(winner == expected)))
+        paper_rows = d[d.type.isin(TABLE1.type)]
+        if (paper_rows.type == "Sigmoid").any() and len(paper_rows) > 1:
+            e = paper_rows.set_index("type").test_error_pct.sort_values()
+            out.append((f"{dataset}: sigmoid (standard init) has the highest test error of the paper's rows (Table 1)",
+                        ", ".join(f"{k} {v:.2f}%" for k, v in e.items()), bool(e.idxmax() == "Sigmoid")))
+    return out

@@ -210,7 +210,7 @@ def describe(df: pd.DataFrame) -> str:
         source = one("data_source")
         # A result must never look like full MNIST when it came from the 10k-digit sample.
         parts.append(f"{dataset} [{DATA_SOURCE_LABELS.get(str(source), source)}]"
-                     if source is not None and str(source) != "synthetic" else str(dataset))
+                     if source is not None and str(source) in DATA_SOURCE_LABELS else str(dataset))
     if model is not None:
         parts.append(f"{model} {depth}x{width}" if depth is not None and width is not None else str(model))
     opt, lr, bs = one("optimizer"), one("lr"), one("batch_size")

@@ -108,7 +108,7 @@ code{background:#f3f3f3;padding:0 .2em}
 def write_report(sweep_dir: Path, tables: Dict[str, pd.DataFrame], figures: Sequence[FigureFile],
                  table1: Optional[pd.DataFrame] = None, claims: Optional[pd.DataFrame] = None,
                  scale: Optional[str] = None, ranking: Optional[pd.DataFrame] = None,
-                 opening: Optional[str] = None) -> Path:
+                 opening: Optional[str] = None, choices: Optional[pd.DataFrame] = None) -> Path:
     """Write ``<sweep_dir>/report.html`` from already drawn figures and computed tables; ``opening``
     (HTML, e.g. :func:`initsuite.answer.write`'s) comes first, before the contents."""
     sweep_dir = Path(sweep_dir)
@@ -159,6 +159,14 @@ def write_report(sweep_dir: Path, tables: Dict[str, pd.DataFrame], figures: Sequ
             parts.append("<details><summary>Diagnoses in words</summary><ul>" + "".join(
                 f"<li><b>{e(str(r.architecture))}, {e(str(r.init))}</b>: {e(str(r.verdict_text))}</li>"
                 for r in ranking.itertuples()) + "</ul></details>")
+    if choices is not None and len(choices):
+        from initsuite.selection import declared
+
+        axis, metric = declared(runs)
+        parts.append(f"<h3>Selected on validation: {e(str(axis))} by {e(str(metric))}</h3><p>Every figure and "
+                     "table here shows, per group of the other config columns, only the runs of the value with "
+                     "the lowest mean score over seeds (file <code>selection.csv</code>).</p>")
+        parts.append(_table_html(choices))
     if len(s):
         parts.append("<p>Per initializer at the deepest depth: final test error; at step 0 the ratio of the top to "
                      "the first hidden layer's activation variance, and of the first to the top layer's "
@@ -216,6 +224,7 @@ def build(sweep_dir: Path, tables: Optional[Dict[str, pd.DataFrame]] = None,
     sweep_dir = Path(sweep_dir)
     tables = tables if tables is not None else load_tables(sweep_dir)
     tables = {k: tables.get(k, pd.DataFrame()) for k in TABLES}
+    tables, choices = _select(tables, sweep_dir)  # a sweep with tune.axis: only each group's picked runs
     fig_dir = sweep_dir / "figures"
     figures: List[FigureFile] = []
     t1 = claims = scale = None
@@ -232,7 +241,20 @@ def build(sweep_dir: Path, tables: Optional[Dict[str, pd.DataFrame]] = None,
     if theory:
         figures += theory_figures(tables, fig_dir, formats)
     return write_report(sweep_dir, tables, figures, t1, claims, scale, ranking=_ranking(tables),
-                        opening=answer.write(tables, sweep_dir))
+                        opening=answer.write(tables, sweep_dir), choices=choices)
+
+
+def _select(tables: Dict[str, pd.DataFrame], sweep_dir: Path):
+    """:func:`initsuite.selection.apply` over the config columns; the choices go to ``selection.csv``."""
+    from initsuite import selection
+    from initsuite.results import atomic_write_text
+    from initsuite.tables import config_columns
+
+    cols = [c for c in config_columns(tables["runs"]) if c not in (selection.TUNE_AXIS, selection.TUNE_METRIC)]
+    tables, choices = selection.apply(tables, cols)
+    if choices is not None:
+        atomic_write_text(Path(sweep_dir) / "selection.csv", choices.to_csv(index=False))
+    return tables, choices
 
 
 THEORY_FIGURES = [

@@ -82,12 +82,15 @@ IDENTITY_COLUMNS: Dict[str, str] = {
     "seed": "seed",
     # theory needs every run's constant bias (initsuite.theory.run_bias), varying or not
     "init.bias": "init.bias",
+    # the axis a sweep selects along and by which metric (initsuite.selection), or None
+    "tune_axis": "tune.axis",
+    "tune_metric": "tune.metric",
 }
 CONFIG_COLUMNS = list(IDENTITY_COLUMNS)
 # Dotted keys the identity columns already show.
 _SHOWN = set(IDENTITY_COLUMNS.values()) | {"model.builder"}
 # Config keys that change where or how loudly a run reports, not what it computes.
-ID_EXCLUDED = {"paths", "force", "experiment", "extra", "hydra"}
+ID_EXCLUDED = {"paths", "force", "experiment", "extra", "hydra", "tune"}
 ID_EXCLUDED_TRAIN = {"progress", "threads", "nonfinite_check_every"}
 # Identity columns that split figures into separate sets (facets) when they vary; the others
 # are drawn within a figure: activation (panel columns), depth (one per figure), the series.
@@ -109,8 +112,7 @@ def identity_columns(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     return {
         "experiment": cfg.get("experiment"),
         "dataset": (cfg.get("dataset") or {}).get("name"),
-        "data_source": "synthetic" if (cfg.get("dataset") or {}).get("name") == "synthetic"
-        else (cfg.get("dataset") or {}).get("source"),
+        "data_source": (cfg.get("dataset") or {}).get("source"),
         "model": model.get("name") if model.get("name") != "custom" else (model.get("builder") or "custom"),
         "depth": model.get("depth"),
         "width": model.get("width"),
@@ -123,6 +125,8 @@ def identity_columns(cfg: Mapping[str, Any]) -> Dict[str, Any]:
         "epochs": train.get("epochs"),
         "seed": cfg.get("seed"),
         "init.bias": init.get("bias"),
+        "tune_axis": (cfg.get("tune") or {}).get("axis"),
+        "tune_metric": (cfg.get("tune") or {}).get("metric"),
     }
 
 

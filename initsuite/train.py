@@ -82,9 +82,9 @@ def validate(cfg) -> None:
 def pin_data_source(cfg, resolutions: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
     """Replace ``dataset.source=auto`` by the source it stands for (given, or resolved here), so that
     the run's config, id and tables name the data actually used."""
-    if str(cfg.dataset.source) != "auto" or cfg.dataset.name == "synthetic":
+    if str(cfg.dataset.source) != "auto" and cfg.dataset.name not in data_mod.GENERATED:
         return
-    if resolutions is None:
+    if resolutions is None or str(cfg.dataset.name) not in resolutions:
         resolutions = {str(cfg.dataset.name): data_mod.resolve_source(cfg.dataset).as_dict()}
     with open_dict(cfg):
         data_mod.pin_sources(resolutions, cfg.dataset)
@@ -228,6 +228,7 @@ class Trainer:
         eval_steps = {0, total} | {e * self.steps_per_epoch for e in range(1, int(cfg.train.epochs) + 1)}
         if int(cfg.train.eval_every) > 0:
             eval_steps |= set(range(0, total + 1, int(cfg.train.eval_every)))
+        eval_steps |= {int(s) for s in (cfg.train.get("eval_steps") or []) if int(s) >= 0}
         self.eval_steps = {s for s in eval_steps if s <= total}
 
     def epoch_of(self, step: int) -> float:
@@ -394,6 +395,8 @@ def train_dataset(data, batch_size: int, seed: int):
     GPU the host-to-device copy is part of the step there too)."""
     import tensorflow as tf
 
+    if getattr(data, "train_stream", None) is not None:  # online data (shapeset): fresh examples forever
+        return data.train_stream(int(batch_size), int(seed))
     ds = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train.astype(np.int64)))
     ds = ds.shuffle(len(data.x_train), seed=int(seed), reshuffle_each_iteration=True)
     return ds.batch(int(batch_size), drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)

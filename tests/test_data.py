@@ -506,7 +506,8 @@ def test_unknown_source_lists_valid_sources():
 
 
 def test_datasets_registry():
-    assert set(D.DATASETS) == {"mnist", "fashion_mnist", "cifar10", "synthetic"}
+    assert set(D.DATASETS) == {"mnist", "fashion_mnist", "cifar10", "synthetic", "shapeset"}
+    assert D.DATASETS["shapeset"].image_shape == (32, 32, 1) and D.DATASETS["shapeset"].num_classes == 9
     assert D.DATASETS["cifar10"].image_shape == (32, 32, 3)
     assert D.DATASETS["mnist"].tfds_name == "mnist" and D.DATASETS["mnist"].num_classes == 10
     assert "train-images-idx3-ubyte.gz" in D.DATASETS["fashion_mnist"].file_names

@@ -33,7 +33,8 @@ def synthetic_tables(inits=("standard", "glorot_uniform", "truncated_normal"), a
                         rid = f"r{k:04d}"
                         cfg = dict(experiment=experiment, dataset=dataset, model="mlp", depth=depth, width=32,
                                    init=init, init_name="truncated_normal" if "truncated" in init else init,
-                                   activation=act, optimizer="sgd", lr=0.05, batch_size=10, epochs=1, seed=seed)
+                                   activation=act, optimizer="sgd", lr=0.05, batch_size=10, epochs=1, seed=seed,
+                                   tune_axis=None, tune_metric=None)
                         cfg["init.bias"] = 0.0
                         diverged = (init, act) == tuple(diverge) and seed == 0
                         last = steps[1] if diverged else steps[-1]
