@@ -272,7 +272,10 @@ def test_functional_residual_run_measures_every_kernel_layer(make_cfg):
     at0 = ls[ls.step == 0]
     for layer in order:
         tensors = set(at0[at0.layer == layer].tensor)
-        assert {"activation", "backprop_grad", "weight", "weight_grad"} <= tensors, layer
+        assert {"backprop_grad", "weight", "weight_grad"} <= tensors, layer
+        # the last kernel layer is the output (the logits): measured, but not as a hidden layer
+        assert ("activation" in tensors) == (layer != "logits"), layer
+    assert "preactivation" in set(at0[at0.layer == "logits"].tensor)
     # conv_a feeds a separate Activation layer: s and z = f(s) as in the built-in models, with saturation
     conv_a = at0[at0.layer == "conv_a"]
     assert {"preactivation", "activation"} <= set(conv_a.tensor)
