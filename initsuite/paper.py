@@ -295,7 +295,8 @@ def setup_note(runs: pd.DataFrame, scale: str = "default") -> str:
             + (f"no {' or '.join(missing)}; " if missing else "") + "no Small-ImageNet; "
             "training far shorter unless PAPER_SCALE=long (the paper: up to 5M updates of minibatch 10); statistics "
             "on the first 300 test examples, as in the paper. 'standard' = U[-1/sqrt(n), 1/sqrt(n)], "
-            "'N' = glorot_uniform; truncated_normal (Keras' stddev 0.05) is the suite's addition.")
+            "'N' = glorot_uniform" + ("; truncated_normal (Keras' stddev 0.05) is the suite's addition."
+                                      if len(runs) and (runs.init == "truncated_normal").any() else "."))
 
 
 # -- the paper's figures ---------------------------------------------------------------------------
