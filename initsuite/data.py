@@ -392,6 +392,18 @@ def resolve_source(cfg: Any) -> Resolved:
     )
 
 
+def pin(dataset_cfg: Any, resolutions: Optional[Dict[str, Dict[str, Any]]] = None) -> Optional[Dict[str, Any]]:
+    """Pin ``dataset.source=auto`` (and a generated dataset's source) in ``dataset_cfg``, from
+    ``resolutions`` when they name the dataset (a sweep's), else resolved here and now. Call it before
+    a run id is computed: the id, the config and the tables then name the data actually used."""
+    name = str(dataset_cfg.name)
+    if str(dataset_cfg.source) != "auto" and name not in GENERATED:
+        return None
+    if not resolutions or name not in resolutions:
+        resolutions = {name: resolve_source(dataset_cfg).as_dict()}
+    return pin_sources(resolutions, dataset_cfg)
+
+
 def pin_sources(resolutions: Dict[str, Dict[str, Any]], dataset_cfg: Any) -> Optional[Dict[str, Any]]:
     """Replace ``source=auto`` in ``dataset_cfg`` (an OmegaConf node) by a resolution made earlier.
 

@@ -265,10 +265,10 @@ def run_one(cfg: DictConfig, sweep_dir: Path, key: Optional[str] = None, quiet: 
     with open_dict(cfg):
         cfg.paths.runs = str(sweep_dir / "runs")
     try:
+        # dataset.source=auto as the sweep resolved it once, before its first run (else here): before the id
         pinned = sweep_dir / DATA_SOURCES_NAME
-        if pinned.exists():  # the sweep resolved dataset.source=auto once, before its first run
-            with open_dict(cfg):
-                data.pin_sources(json.loads(pinned.read_text()), cfg.dataset)
+        with open_dict(cfg):
+            data.pin(cfg.dataset, json.loads(pinned.read_text()) if pinned.exists() else None)
         rdir = RunDir(sweep_dir / "runs" / run_id(OmegaConf.to_container(cfg, resolve=True)))
     except Exception as exc:  # a config that does not even resolve: no run folder to put it in
         outcome = dict(key=key, run_id=None, status="failed", skipped=False, error=f"{type(exc).__name__}: {exc}")

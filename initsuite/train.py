@@ -80,14 +80,9 @@ def validate(cfg) -> None:
 
 
 def pin_data_source(cfg, resolutions: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
-    """Replace ``dataset.source=auto`` by the source it stands for (given, or resolved here), so that
-    the run's config, id and tables name the data actually used."""
-    if str(cfg.dataset.source) != "auto" and cfg.dataset.name not in data_mod.GENERATED:
-        return
-    if resolutions is None or str(cfg.dataset.name) not in resolutions:
-        resolutions = {str(cfg.dataset.name): data_mod.resolve_source(cfg.dataset).as_dict()}
+    """``dataset.source=auto`` replaced by the source it stands for (:func:`initsuite.data.pin`)."""
     with open_dict(cfg):
-        data_mod.pin_sources(resolutions, cfg.dataset)
+        data_mod.pin(cfg.dataset, resolutions)
 
 
 def run(cfg) -> RunResult:
