@@ -70,6 +70,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from initsuite import shapeset
+
 if TYPE_CHECKING:  # the schema imports Hydra; data loading does not need it
     from initsuite.config import DatasetConfig
 
@@ -266,9 +268,7 @@ def load(cfg: "DatasetConfig", seed: int = 0) -> DataBundle:
     if spec is None:
         raise DataError(f"Unknown dataset {name!r}.{_did_you_mean(name, DATASETS)} Valid datasets: {', '.join(DATASETS)}.")
     if name == "shapeset":  # generated, ignores the source
-        from initsuite import shapeset
-
-        return shapeset.load(cfg, seed, None if cfg.limit_train is None else _int_field(cfg, "limit_train", minimum=1))
+        return _shapeset(cfg, seed, None if cfg.limit_train is None else _int_field(cfg, "limit_train", minimum=1))
     source = str(cfg.source)
     if source not in SOURCES and not (name in GENERATED and source in GENERATED_SOURCES):
         raise DataError(
@@ -515,6 +515,19 @@ def _synthetic(cfg: Any, seed: int) -> DataBundle:
     if limit_train is not None:  # a prefix of the full draw, as for the real datasets
         x_tr, y_tr = x_tr[:limit_train].copy(), y_tr[:limit_train].copy()
     return DataBundle("synthetic", x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes, "synthetic")
+
+
+def _shapeset(cfg: Any, seed: int, limit_train: Optional[int]) -> DataBundle:
+    """``dataset=shapeset`` (:mod:`initsuite.shapeset`): fixed splits of ``dataset.n_train`` /
+    ``n_valid`` / ``n_test`` images and the online training stream from the run's seed."""
+    n_train, n_valid, n_test = (_int_field(cfg, f, minimum=1) for f in ("n_train", "n_valid", "n_test"))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"dataset=shapeset needs a non-negative integer seed, got {seed!r}.")
+    if limit_train is not None:
+        n_train = min(n_train, limit_train)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = shapeset.splits(n_train, n_valid, n_test)
+    return DataBundle("shapeset", x_tr, y_tr, x_va, y_va, x_te, y_te, shapeset.NUM_CLASSES, "generated",
+                      train_stream=lambda batch_size, run_seed: shapeset.train_dataset(run_seed, batch_size))
 
 
 # --------------------------------------------------------------------------- tfds

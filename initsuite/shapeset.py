@@ -11,7 +11,7 @@ on a stream of fresh images (online learning); here
   evaluated at every pixel centre of every image at once;
 * :func:`stream` yields an unbounded, seeded sequence of fresh training batches
   (:func:`train_dataset` wraps it as a ``tf.data.Dataset``);
-* :func:`load` gives the suite's :class:`~initsuite.data.DataBundle`: fixed valid, test
+* ``initsuite.data.load`` makes the suite's :class:`~initsuite.data.DataBundle` of them: fixed valid, test
   (hence probe: the first test examples) and train-evaluation sets drawn from
   :data:`SPLIT_SEED`, the same for every run like a real dataset's files, and the online
   training stream drawn from the run's seed. One "epoch" is ``dataset.n_train`` streamed
@@ -39,7 +39,7 @@ no anti-aliasing, so the stored masks and the image agree exactly.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
 
@@ -214,18 +214,3 @@ def splits(n_train: int, n_valid: int, n_test: int, split_seed: int = SPLIT_SEED
     never changes another split's images."""
     ss = np.random.SeedSequence(split_seed).spawn(3)
     return tuple(make(n, s) for n, s in zip((n_train, n_valid, n_test), ss))
-
-
-def load(cfg, seed: int = 0, limit_train: Optional[int] = None):
-    """The :class:`~initsuite.data.DataBundle` of ``dataset=shapeset``: fixed splits of
-    ``dataset.n_train`` / ``n_valid`` / ``n_test`` images and the online stream from ``seed``."""
-    from initsuite.data import DataBundle, DataError, _int_field
-
-    n_train, n_valid, n_test = (_int_field(cfg, f, minimum=1) for f in ("n_train", "n_valid", "n_test"))
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise DataError(f"dataset=shapeset needs a non-negative integer seed, got {seed!r}.")
-    if limit_train is not None:
-        n_train = min(n_train, limit_train)
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = splits(n_train, n_valid, n_test)
-    return DataBundle("shapeset", x_tr, y_tr, x_va, y_va, x_te, y_te, NUM_CLASSES, "generated",
-                      train_stream=lambda batch_size, run_seed: train_dataset(run_seed, batch_size))

@@ -31,7 +31,8 @@ def synthetic_tables(inits=("standard", "glorot_uniform", "truncated_normal"), a
                     for seed in seeds:
                         k += 1
                         rid = f"r{k:04d}"
-                        cfg = dict(experiment=experiment, dataset=dataset, model="mlp", depth=depth, width=32,
+                        cfg = dict(experiment=experiment, dataset=dataset, data_source="files", model="mlp",
+                                   depth=depth, width=32,
                                    init=init, init_name="truncated_normal" if "truncated" in init else init,
                                    activation=act, optimizer="sgd", lr=0.05, batch_size=10, epochs=1, seed=seed,
                                    tune_axis=None, tune_metric=None)

@@ -130,7 +130,7 @@ def test_failed_run_is_recorded(make_cfg):
 
 def _cli(*args, cwd):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), *args],
+    return subprocess.run([sys.executable, "-m", "initsuite", "run", *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
