@@ -9,6 +9,7 @@ moment leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -80,28 +81,50 @@ def run_id(cfg: Dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def current_umask() -> int:
+    """This process's umask, read without changing it (``/proc/self/status`` on Linux; elsewhere
+    the set-and-restore dance, which another thread could race with)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def _atomic_target(path: Path):
+    """The one atomic-write helper: yields a temporary path next to ``path`` (same folder, so
+    the final ``os.replace`` is atomic), fsyncs it, gives it the mode an ordinary new file
+    would get (0666 & ~umask: ``mkstemp`` makes 0600, which would survive the rename and hide
+    every table from the rest of a shared filesystem) and renames it into place. On any
+    error the temporary file is removed and the old file, if any, is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        os.fchmod(fd, 0o666 & ~current_umask())
+        os.close(fd)
+        fd = -1
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with _suppress():
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
 
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return True
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with _atomic_target(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -110,19 +133,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_table(path: Path, df: pd.DataFrame) -> None:
     """Parquet via a temporary file + rename (pyarrow engine)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with _atomic_target(path) as tmp:
         df.to_parquet(tmp, index=False, engine="pyarrow")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
 
 
 class RunDir:
