@@ -85,6 +85,9 @@ class TrainConfig:
     mixed_precision: bool = False  # bfloat16 compute (mixed_bfloat16 policy); statistics stay float32
     threads: int = 0  # TensorFlow intra/inter-op threads (0 = TensorFlow's choice)
     progress: bool = True  # per-run progress bar with the loss
+    # Run leases (initsuite.lease): one process per run folder, across launchers and hosts.
+    lease_heartbeat_s: float = 30.0  # seconds between heartbeats of a run's lease.json
+    lease_stale_s: float = 300.0  # a lease whose heartbeat is older than this is taken over
 
 
 @dataclass

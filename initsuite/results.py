@@ -21,12 +21,20 @@ from typing import Any, Dict, Optional
 import pandas as pd
 import yaml
 
-STATUSES = ("running", "done", "diverged", "failed")
+# What status.json says: running -> done | diverged | failed | interrupted (SIGTERM/SIGUSR1:
+# a last checkpoint was written; the relaunch resumes from it).
+STATUSES = ("running", "done", "diverged", "failed", "interrupted")
 FINISHED = ("done", "diverged")  # a relaunched sweep skips these
+# Never in status.json: the runs table's status of a folder collect cannot read (its
+# `reason` column says why; the next launch reruns it) ...
+DAMAGED = "damaged"
+# ... and a launcher's outcome for a run another live process holds (initsuite.lease).
+HELD = "held"
 
 # Keys that change where or how loudly a run reports, not what it computes.
 _ID_EXCLUDED = {"paths", "force", "experiment", "extra"}
-_ID_EXCLUDED_TRAIN = {"progress", "threads", "nonfinite_check_every"}
+_ID_EXCLUDED_TRAIN = {"progress", "threads", "nonfinite_check_every", "lease_heartbeat_s", "lease_stale_s",
+                      "checkpoint_every"}
 
 LAYER_STATS_COLUMNS = ["run_id", "step", "epoch", "layer", "layer_index", "tensor", "stat", "value"]
 METRICS_COLUMNS = ["run_id", "step", "epoch", "split", "metric", "value"]
@@ -137,6 +145,17 @@ def atomic_write_table(path: Path, df: pd.DataFrame) -> None:
         df.to_parquet(tmp, index=False, engine="pyarrow")
 
 
+def atomic_write_tables(tables: Dict[Path, pd.DataFrame]) -> None:
+    """Several parquet files as one set: every one is written to its temporary file first,
+    then all are renamed into place, so a full disk or an error in any of them leaves all
+    the previous files as they were (a kill between the renames, a window of microseconds,
+    can still mix old and new)."""
+    with contextlib.ExitStack() as stack:
+        for path, df in tables.items():
+            tmp = stack.enter_context(_atomic_target(path))
+            df.to_parquet(tmp, index=False, engine="pyarrow")
+
+
 class RunDir:
     """One run's folder and the files in it."""
 
@@ -151,10 +170,38 @@ class RunDir:
         return self.path / f"{name}.parquet"
 
     def read_status(self) -> Optional[Dict[str, Any]]:
+        """status.json as a dict; None if it is missing or unreadable."""
         try:
-            return json.loads(self.status_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            data = json.loads(self.status_path.read_text())
+        except (OSError, ValueError):  # missing, unreadable, not JSON, not UTF-8
             return None
+        return data if isinstance(data, dict) and isinstance(data.get("status"), str) else None
+
+    def damage(self) -> Optional[str]:
+        """Why this folder cannot be collected, or None if it can: an unreadable status.json,
+        a missing or unreadable config.yaml, or (for a finished run) a missing or truncated
+        table (parquet's footer is read: cheap, and a truncated file has none)."""
+        if self.read_status() is None:
+            return ("no status.json" if not self.status_path.exists() else "unreadable status.json")
+        try:
+            cfg = self.read_config()
+        except FileNotFoundError:
+            return "missing config.yaml"
+        except Exception as exc:
+            return f"unreadable config.yaml ({type(exc).__name__})"
+        if not isinstance(cfg, dict):
+            return "unreadable config.yaml (not a mapping)"
+        if self.read_status()["status"] in FINISHED:
+            import pyarrow.parquet as pq
+
+            for name in TABLE_COLUMNS:
+                try:
+                    pq.read_metadata(self.table_path(name))
+                except FileNotFoundError:
+                    return f"missing {name}.parquet"
+                except Exception as exc:
+                    return f"unreadable {name}.parquet ({type(exc).__name__}: {exc})"
+        return None
 
     def write_status(self, status: str, **fields: Any) -> Dict[str, Any]:
         if status not in STATUSES:
@@ -181,6 +228,14 @@ class RunDir:
         path = self.table_path(name)
         atomic_write_table(path, df)
         return path
+
+    def write_tables(self, tables: Dict[str, pd.DataFrame]) -> None:
+        """All of a run's tables as one set (:func:`atomic_write_tables`)."""
+        for name, df in tables.items():
+            missing = [c for c in TABLE_COLUMNS.get(name, ()) if c not in df.columns]
+            if missing:
+                raise ValueError(f"table {name} lacks columns {missing}")
+        atomic_write_tables({self.table_path(name): df for name, df in tables.items()})
 
     def read_table(self, name: str) -> pd.DataFrame:
         return pd.read_parquet(self.table_path(name))

@@ -46,8 +46,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from initsuite import progress
-from initsuite.results import (CONFIG_COLUMNS, FINISHED, TABLE_COLUMNS, RunDir, atomic_write_table,
+from initsuite import lease, progress
+from initsuite.results import (CONFIG_COLUMNS, DAMAGED, FINISHED, STATUSES, TABLE_COLUMNS, RunDir, atomic_write_tables,
                                config_columns, empty_table, run_id)
 
 LOG_NAME = "run.log"  # each run's stdout (and, in parallel, stderr), appended per attempt
@@ -63,6 +63,9 @@ RUN_FIELDS = ["status", "first_nonfinite_step", "first_nonfinite_layer", "first_
               *[f"final_{split}_{metric}" for split in ("train", "valid", "test") for metric in ("loss", "error")],
               "steps", "total_steps", "wall_s", "train_s", "device", "host", "started", "updated", "error"]
 _INT_FIELDS = ("first_nonfinite_step", "steps", "total_steps")
+# Columns collect adds: who holds an unfinished run now ("host:pid" of a live lease, else
+# empty) and why a `damaged` folder could not be read.
+COLLECT_FIELDS = ["held_by", "reason"]
 
 
 # --------------------------------------------------------------------------- the command line
@@ -330,13 +333,16 @@ def sweep_job(cfg: DictConfig) -> Dict[str, Any]:
 
 
 class Collected(dict):
-    """``collect``'s tables by name, plus what it could not read (``skipped``: (folder, reason))
-    and the runs it left out of the per-step tables because they have not finished (``pending``)."""
+    """``collect``'s tables by name, plus what it could not read (``skipped``: (folder, reason);
+    these are the ``damaged`` rows of ``runs``), the runs it left out of the per-step tables
+    because they have not finished (``pending``) and those another process holds now
+    (``held``: (folder, "host:pid"))."""
 
     def __init__(self, tables: Dict[str, pd.DataFrame], sweep_dir: Path,
-                 skipped: List[Tuple[str, str]], pending: List[str]):
+                 skipped: List[Tuple[str, str]], pending: List[str],
+                 held: Optional[List[Tuple[str, str]]] = None):
         super().__init__(tables)
-        self.sweep_dir, self.skipped, self.pending = sweep_dir, skipped, pending
+        self.sweep_dir, self.skipped, self.pending, self.held = sweep_dir, skipped, pending, held or []
 
 
 def collect(sweep_dir: Path, write: bool = True) -> Collected:
@@ -359,30 +365,41 @@ def collect(sweep_dir: Path, write: bool = True) -> Collected:
     frames: Dict[str, List[pd.DataFrame]] = {name: [] for name in TABLE_COLUMNS}
     skipped: List[Tuple[str, str]] = []
     pending: List[str] = []
+    held: List[Tuple[str, str]] = []
     for folder in folders:
         rdir = RunDir(folder)
-        status = rdir.read_status()
-        if status is None:
-            skipped.append((str(folder), "no readable status.json"))
-            continue
+        status = rdir.read_status() or {}
+        log = str(folder / LOG_NAME) if (folder / LOG_NAME).exists() else None
+        reason = rdir.damage()
         try:
-            cols = config_columns(rdir.read_config())
-        except Exception as exc:
-            skipped.append((str(folder), f"no readable config.yaml ({type(exc).__name__})"))
-            continue
-        row = {"run_id": status.get("run_id") or folder.name, **cols, **{f: status.get(f) for f in RUN_FIELDS},
-               "path": str(folder), "log": str(folder / LOG_NAME) if (folder / LOG_NAME).exists() else None}
-        if row["status"] in FINISHED:
+            cfg = rdir.read_config()
+            cols = config_columns(cfg if isinstance(cfg, dict) else {})
+        except Exception:
+            cfg, cols = {}, {c: None for c in CONFIG_COLUMNS}
+        tables = {}
+        if reason is None and status["status"] in FINISHED:
             try:
                 tables = {name: rdir.read_table(name) for name in TABLE_COLUMNS}
-            except Exception as exc:
-                skipped.append((str(folder), f"unreadable table ({type(exc).__name__}: {exc})"))
-                continue
-            for name, df in tables.items():
-                if len(df):
-                    frames[name].append(df.assign(**{c: cols[c] for c in CONFIG_COLUMNS}))
-        elif row["status"] == "running":
-            pending.append(str(folder))
+            except Exception as exc:  # a footer that reads but a body that does not
+                reason = f"unreadable table ({type(exc).__name__}: {exc})"
+        row = {"run_id": status.get("run_id") or folder.name, **cols, **{f: status.get(f) for f in RUN_FIELDS},
+               "held_by": None, "reason": None, "path": str(folder), "log": log}
+        if reason is not None:  # damage is data: a row that says why; the next launch reruns the run
+            row.update(run_id=folder.name, status=DAMAGED, reason=reason, error=reason)
+            skipped.append((str(folder), reason))
+            rows.append(row)
+            continue
+        for name, df in tables.items():
+            if len(df):
+                frames[name].append(df.assign(**{c: cols[c] for c in CONFIG_COLUMNS}))
+        if row["status"] not in FINISHED:
+            stale_s = (cfg.get("train") or {}).get("lease_stale_s", lease.STALE_S) if isinstance(cfg, dict) \
+                else lease.STALE_S
+            row["held_by"] = lease.live_holder(folder, float(stale_s))
+            if row["held_by"]:
+                held.append((str(folder), row["held_by"]))
+            if row["status"] in ("running", "interrupted"):
+                pending.append(str(folder))
         rows.append(row)
 
     out = {"runs": _runs_frame(rows)}
@@ -393,14 +410,13 @@ def collect(sweep_dir: Path, write: bool = True) -> Collected:
     from initsuite import verdicts
 
     out["runs"] = verdicts.annotate(out)
-    if write:
-        for name, df in out.items():
-            atomic_write_table(sweep_dir / f"{name}.parquet", df)
-    return Collected(out, sweep_dir, skipped, pending)
+    if write:  # as one set: a full disk leaves the previous tables, all of them
+        atomic_write_tables({sweep_dir / f"{name}.parquet": df for name, df in out.items()})
+    return Collected(out, sweep_dir, skipped, pending, held)
 
 
 def _runs_frame(rows: List[Dict[str, Any]]) -> pd.DataFrame:
-    columns = ["run_id", *CONFIG_COLUMNS, *RUN_FIELDS, "path", "log"]
+    columns = ["run_id", *CONFIG_COLUMNS, *RUN_FIELDS, *COLLECT_FIELDS, "path", "log"]
     df = pd.DataFrame(rows, columns=columns)
     for c in _INT_FIELDS:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
@@ -462,8 +478,8 @@ def report(collected: Collected, name: Optional[str] = None, stream=None) -> str
     runs = collected["runs"]
     counts = runs.status.value_counts().to_dict() if len(runs) else {}
     lines = [f"[sweep {name or collected.sweep_dir.name}] {len(runs)} runs: "
-             + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed", "running")
-                         if counts.get(s, 0) or s in ("done", "diverged")),
+             + ", ".join(f"{counts.get(s, 0)} {s}" for s in (*STATUSES, DAMAGED)
+                         if counts.get(s, 0) or s in FINISHED),
              format_summary(summary_table(runs))]
     failed = runs[runs.status == "failed"]
     if len(failed):
@@ -473,9 +489,13 @@ def report(collected: Collected, name: Optional[str] = None, stream=None) -> str
             lines.append(f"  {r.run_id} init={r.init} activation={r.activation} depth={r.depth} seed={r.seed}: "
                          f"{error}\n    log: {r.log or r.path}")
     if collected.pending:
-        lines.append(f"{len(collected.pending)} runs still running: their per-step tables are not collected yet")
+        lines.append(f"{len(collected.pending)} runs still running or interrupted: their per-step tables are not "
+                     f"collected yet")
+    if collected.held:
+        lines.append(f"{len(collected.held)} runs held by other launchers:")
+        lines += [f"  {Path(folder).name}: held by {who}" for folder, who in collected.held]
     if collected.skipped:
-        lines.append(f"skipped {len(collected.skipped)} broken run folders:")
+        lines.append(f"skipped {len(collected.skipped)} broken run folders ({DAMAGED}; the next launch reruns them):")
         lines += [f"  {folder}: {why}" for folder, why in collected.skipped]
     lines.append(f"tables: {', '.join(f'{t}.parquet' for t in TABLES)} in")
     lines.append(str(collected.sweep_dir))

@@ -10,6 +10,7 @@ records the first non-finite value's step, layer and phase as data.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sys
@@ -24,7 +25,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from initsuite import activations, initializers, models
-from initsuite.results import FINISHED, RunDir, empty_table, run_id
+from initsuite import lease as leases
+from initsuite.results import FINISHED, HELD, TABLE_COLUMNS, RunDir, empty_table, run_id
 
 EVAL_BATCH = 1000
 
@@ -84,36 +86,67 @@ def run_dir_for(cfg) -> RunDir:
 
 def run(cfg) -> RunResult:
     """Train one configured run and write its folder. A run whose folder already says
-    ``done`` or ``diverged`` is not redone unless ``force=true``."""
+    ``done`` or ``diverged`` is not redone unless ``force=true``; one that another live
+    process holds (its lease, :mod:`initsuite.lease`) is skipped with status ``held``."""
     validate(cfg)
     container = as_container(cfg)
     rid = run_id(container)
     rdir = RunDir(Path(cfg.paths.runs).expanduser().resolve() / rid)
-    prior = rdir.read_status()
-    if prior and prior.get("status") in FINISHED and not cfg.get("force", False):
-        _log(f"[initsuite] run {rid} is already {prior['status']}: {rdir.path} (force=true reruns it)")
+    if _finished(rdir, cfg):
         return load_result(rdir, skipped=True)
+    lease = leases.acquire(rdir.path, float(cfg.train.lease_heartbeat_s), float(cfg.train.lease_stale_s))
+    if not isinstance(lease, leases.Lease):
+        _log(f"[initsuite] run {rid} is held by {leases.holder(lease)}: skipped ({rdir.path})")
+        return RunResult(rid, rdir.path, HELD, *(empty_table(n) for n in TABLE_COLUMNS),
+                         info={"held_by": leases.holder(lease)}, skipped=True)
+    with lease:
+        if lease.took_over:
+            _log(f"[initsuite] run {rid}: took over the stale lease of {leases.holder(lease.took_over)}")
+        if _finished(rdir, cfg):  # finished by the previous holder while we looked
+            return load_result(rdir, skipped=True)
+        return _run_leased(cfg, container, rid, rdir, lease)
 
-    rdir.path.mkdir(parents=True, exist_ok=True)
-    for name in ("layer_stats", "metrics", "histograms", "events"):
-        # A rerun must never mix with the tables of an earlier attempt.
-        rdir.table_path(name).unlink(missing_ok=True)
+
+def _finished(rdir: RunDir, cfg) -> bool:
+    prior = rdir.read_status()
+    if not prior or prior.get("status") not in FINISHED or cfg.get("force", False):
+        return False
+    damage = rdir.damage()
+    if damage:
+        _log(f"[initsuite] run {rdir.path.name} says {prior['status']} but is damaged ({damage}): running it again")
+        return False
+    _log(f"[initsuite] run {rdir.path.name} is already {prior['status']}: {rdir.path} (force=true reruns it)")
+    return True
+
+
+def _run_leased(cfg, container, rid: str, rdir: RunDir, lease) -> RunResult:
     rdir.write_config(container)
     started = time.time()
     rdir.write_status("running", run_id=rid, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       pid=os.getpid(), host=os.uname().nodename, error=None)
     try:
         trainer = Trainer(cfg, rid, rdir)
+        trainer.lease = lease
         info = trainer.fit()
     except BaseException as exc:  # recorded, then raised: the caller decides whether to go on
-        rdir.write_status("failed", wall_s=time.time() - started, error=f"{type(exc).__name__}: {exc}",
-                          traceback=traceback.format_exc())
+        if not isinstance(exc, leases.LeaseLost):  # the new holder owns the folder now
+            rdir.write_status("failed", wall_s=time.time() - started, error=describe_error(exc),
+                              traceback=traceback.format_exc())
         raise
     info["wall_s"] = time.time() - started
     rdir.write_status(info.pop("status"), **info)
     result = load_result(rdir)
     print_summary(result)
     return result
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message``; a full disk says so in words, with the file it could not write."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        return (f"disk full (ENOSPC){where}: the run's previous files are intact; free space and relaunch "
+                f"to redo it ({type(exc).__name__}: {exc})")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def run_cli(cfg) -> RunResult:
@@ -263,6 +296,7 @@ class Trainer:
         t0 = time.time()
         try:
             while True:
+                self._step_hook(step)
                 if step in self.clock_steps:
                     self._tick(step, loss)
                 measure = step in self.probe_steps
@@ -312,6 +346,14 @@ class Trainer:
         }
         info.update(self._final_metrics())
         return info
+
+    lease = None  # the run's lease (initsuite.lease), set by run()
+
+    def _step_hook(self, step: int) -> None:
+        """Called at the top of every step, before its measurements: stops a run whose lease
+        another launcher took over."""
+        if self.lease is not None:
+            self.lease.check()
 
     # Steps at which fit() notes (wall time, process CPU time) in self.clock, once the device has
     # finished the steps before (initsuite.bench times windows of this very loop with it).
@@ -378,9 +420,8 @@ class Trainer:
         return out
 
     def _flush(self) -> None:
-        for name, rows in self.rows.items():
-            df = pd.DataFrame(rows) if rows else empty_table(name)
-            self.rdir.write_table(name, df)
+        self.rdir.write_tables({name: pd.DataFrame(rows) if rows else empty_table(name)
+                                for name, rows in self.rows.items()})
 
 
 def train_dataset(data, batch_size: int, seed: int):

@@ -1,17 +1,22 @@
 """Sweeps that survive what machines do to them (issue 14): file modes under the umask, run
 leases between concurrent launchers, damaged run folders, bad input, checkpoint and resume."""
 
+import json
 import os
+import socket
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from initsuite import report, sweep
+from initsuite import lease, progress, report, sweep
 from initsuite.configure import compose
-from initsuite.results import TABLE_COLUMNS, RunDir, atomic_write_bytes, empty_table, run_id
+from initsuite.results import HELD, TABLE_COLUMNS, RunDir, atomic_write_bytes, empty_table, run_id
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,3 +54,135 @@ def test_atomic_writes_honour_the_umask(tmp_path, mask, want):
     assert {str(f): oct(_mode(f)) for f in files} == {str(f): oct(want) for f in files}
     assert _mode(tmp_path / "reference") == want
     assert not list(tmp_path.rglob("*.tmp"))  # no temporary file left behind
+
+
+# --------------------------------------------------------------------------- leases
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_live_lease_is_respected_and_released_on_exit(tmp_path):
+    first = lease.acquire(tmp_path / "run", heartbeat_s=0.05, stale_s=60)
+    assert isinstance(first, lease.Lease)
+    before = json.loads(first.path.read_text())["heartbeat"]
+    time.sleep(0.3)
+    assert json.loads(first.path.read_text())["heartbeat"] > before  # the heartbeat thread refreshes it
+    second = lease.acquire(tmp_path / "run", heartbeat_s=0, stale_s=60)
+    assert second == json.loads(first.path.read_text())  # not taken: the live holder comes back
+    assert lease.holder(second) == f"{socket.gethostname()}:{os.getpid()}"
+    assert lease.live_holder(tmp_path / "run", 60) == lease.holder(second)
+    first.release()
+    assert not first.path.exists() and lease.live_holder(tmp_path / "run", 60) is None
+    third = lease.acquire(tmp_path / "run", heartbeat_s=0, stale_s=60)
+    assert isinstance(third, lease.Lease) and third.took_over is None
+    third.release()
+
+
+def test_a_live_lease_held_by_another_process_is_respected(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys,time; from initsuite import lease; "
+                               "l = lease.acquire(sys.argv[1], 0.1, 60); print('ok', flush=True); time.sleep(60)",
+                               str(tmp_path / "run")], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        got = lease.acquire(tmp_path / "run", heartbeat_s=0, stale_s=60)
+        assert not isinstance(got, lease.Lease) and got["pid"] == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+    # killed: the pid is dead on this host, so the next launcher takes the run over at once
+    taken = lease.acquire(tmp_path / "run", heartbeat_s=0, stale_s=60)
+    assert isinstance(taken, lease.Lease) and taken.took_over["pid"] == holder.pid
+    assert json.loads(taken.path.read_text())["pid"] == os.getpid()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [lease.LEASE_NAME]  # nothing left aside
+    taken.release()
+
+
+@pytest.mark.parametrize("kind", ["dead_pid", "old_heartbeat", "empty_file"])
+def test_a_stale_lease_is_taken_over_and_the_old_holder_notices(tmp_path, kind):
+    run = tmp_path / "run"
+    run.mkdir()
+    if kind == "empty_file":  # a holder killed between creating and writing its lease
+        (run / lease.LEASE_NAME).write_text("")
+        old = time.time() - 2 * lease.UNREADABLE_GRACE_S
+        os.utime(run / lease.LEASE_NAME, (old, old))
+        stale = {}
+    else:
+        stale = {"host": socket.gethostname() if kind == "dead_pid" else "elsewhere", "token": "t0",
+                 "pid": _dead_pid() if kind == "dead_pid" else 1, "heartbeat": time.time() - (0 if kind == "dead_pid"
+                                                                                            else 120)}
+        (run / lease.LEASE_NAME).write_text(json.dumps(stale))
+    assert lease.live_holder(run, 60) is None
+    got = lease.acquire(run, heartbeat_s=0, stale_s=60)
+    assert isinstance(got, lease.Lease) and got.took_over.get("token") == stale.get("token")
+    assert got.owned()
+    got.release()
+
+
+def test_a_holder_whose_lease_was_taken_over_stops(tmp_path):
+    mine = lease.acquire(tmp_path / "run", heartbeat_s=0, stale_s=60)
+    info = dict(mine.info, heartbeat=time.time() - 120, host="elsewhere")  # as if suspended for 2 minutes
+    mine.path.write_text(json.dumps(info))
+    other = lease.acquire(tmp_path / "run", heartbeat_s=0, stale_s=60)
+    assert isinstance(other, lease.Lease)
+    mine.beat()
+    with pytest.raises(lease.LeaseLost, match="taken over"):
+        mine.check()
+    mine.release()  # must not remove the new holder's lease
+    assert other.owned()
+    other.release()
+
+
+def test_collect_shows_held_runs_and_the_progress_line_counts_them(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    rdir = fake_run(sweep_dir / "runs", "running")
+    held = lease.acquire(rdir.path, heartbeat_s=0, stale_s=60)
+    try:
+        got = sweep.collect(sweep_dir)
+        runs = got["runs"]
+        assert list(runs.held_by) == [f"{socket.gethostname()}:{os.getpid()}"] and list(runs.status) == ["running"]
+        text = sweep.report(got, stream=open(os.devnull, "w"))
+        assert f"held by {socket.gethostname()}:{os.getpid()}" in text
+    finally:
+        held.release()
+    assert sweep.collect(sweep_dir)["runs"].held_by.isna().all()
+    line = progress.format_line("s", progress.Counts.of([{"status": HELD, "skipped": True},
+                                                         {"status": "done", "skipped": False}]), 4, 10.0)
+    assert "1 held by other launchers" in line and "already finished" not in line and "ETA 20s" in line
+
+
+def _sweep_cmd(results, *args):
+    return [sys.executable, "experiments/sweep.py", "+experiment=smoke", f"paths.results={results}",
+            "hydra.launcher.n_jobs=1", *args]
+
+
+def _env(**extra):
+    # PYTHONPATH: this checkout's initsuite, whatever an editable install points at
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT), **extra}
+
+
+def trainings(sweep_dir: Path) -> dict:
+    """run id -> how many times its run.log says a training ended."""
+    return {p.parent.name: p.read_text().count(": done after ") for p in sweep_dir.glob("runs/*/run.log")}
+
+
+@pytest.mark.slow
+def test_two_concurrent_launchers_train_every_run_exactly_once(tmp_path):
+    sweep_dir = tmp_path / "sweeps" / "smoke"
+    want = {run_id(OmegaConf.to_container(compose([*j, f"paths.results={tmp_path}"]), resolve=True))
+            for j in sweep.grid("smoke")}
+    procs = [subprocess.Popen(_sweep_cmd(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=_env()) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
+    assert trainings(sweep_dir) == {rid: 1 for rid in want}  # 8 runs, each trained once
+    logs = "".join(p.read_text() for p in sweep_dir.glob("runs/*/run.log"))
+    assert "is held by" in logs  # they did overlap: one launcher skipped a run the other held
+    got = sweep.collect(sweep_dir)
+    assert got["runs"].run_id.is_unique and set(got["runs"].run_id) == want and (got["runs"].status == "done").all()
+    assert got["runs"].held_by.isna().all()
+    ls = got["layer_stats"]
+    assert set(ls.run_id) == want and not ls.duplicated(["run_id", "step", "layer", "tensor", "stat"]).any()
