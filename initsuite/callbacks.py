@@ -60,7 +60,11 @@ class SweepCallback(Callback):
         if self.monitor is not None:
             self.monitor.stop()
         if self.collect:
-            collected = sweep.collect(self._sweep_dir(config))
+            try:
+                collected = sweep.collect(self._sweep_dir(config))
+            except OSError as exc:  # a full disk: every run folder is intact; `make collect` redoes this
+                print(f"[sweep] {sweep.write_error(exc)}", file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
             sweep.report(collected, str(config.get("experiment", "")) or None)
 
 

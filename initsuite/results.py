@@ -10,6 +10,7 @@ moment leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -154,6 +155,15 @@ def atomic_write_tables(tables: Dict[Path, pd.DataFrame]) -> None:
         for path, df in tables.items():
             tmp = stack.enter_context(_atomic_target(path))
             df.to_parquet(tmp, index=False, engine="pyarrow")
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` for status.json and reports; a full disk says so in words."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        return (f"disk full (ENOSPC){where}: the files written before are intact; free space and relaunch "
+                f"({type(exc).__name__}: {exc})")
+    return f"{type(exc).__name__}: {exc}"
 
 
 class RunDir:

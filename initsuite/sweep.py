@@ -47,8 +47,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from initsuite import lease, progress
-from initsuite.results import (CONFIG_COLUMNS, DAMAGED, FINISHED, STATUSES, TABLE_COLUMNS, RunDir, atomic_write_tables,
-                               config_columns, empty_table, run_id)
+from initsuite.results import (CONFIG_COLUMNS, DAMAGED, FINISHED, HELD, STATUSES, TABLE_COLUMNS, RunDir, atomic_write_tables,
+                               config_columns, describe_error, empty_table, run_id)
 
 LOG_NAME = "run.log"  # each run's stdout (and, in parallel, stderr), appended per attempt
 TABLES = ("runs", *TABLE_COLUMNS)  # runs, layer_stats, metrics, histograms, events
@@ -293,9 +293,12 @@ def run_one(cfg: DictConfig, sweep_dir: Path, key: Optional[str] = None, quiet: 
 
                 result = train.run(cfg)
                 outcome.update(status=result.status, skipped=result.skipped, error=None)
+            except lease.LeaseLost as exc:  # another launcher took the run over: it is theirs now
+                print(f"[sweep] {exc}", file=log)
+                outcome.update(status=HELD, skipped=True, error=None)
             except Exception as exc:
                 traceback.print_exc(file=log)
-                outcome.update(status="failed", skipped=False, error=f"{type(exc).__name__}: {exc}")
+                outcome.update(status="failed", skipped=False, error=describe_error(exc))
                 if rdir.read_status() is None:  # failed before the run started (e.g. an unknown name)
                     _record_early_failure(rdir, cfg, outcome["error"], traceback.format_exc())
     status = rdir.read_status() or {}
@@ -518,7 +521,15 @@ def collect_main(argv: Optional[Sequence[str]] = None) -> int:
     except FileNotFoundError as exc:
         print(f"collect: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a full disk: the previous tables are intact
+        print(f"collect: {write_error(exc)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def write_error(exc: OSError) -> str:
+    """One line for a collection that could not write its tables."""
+    return f"could not write the sweep's tables, the previous ones are kept: {describe_error(exc)}"
 
 
 # --------------------------------------------------------------------------- from Python

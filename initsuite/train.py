@@ -10,7 +10,6 @@ records the first non-finite value's step, layer and phase as data.
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import sys
@@ -26,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from initsuite import activations, initializers, models
 from initsuite import lease as leases
-from initsuite.results import FINISHED, HELD, TABLE_COLUMNS, RunDir, empty_table, run_id
+from initsuite.results import FINISHED, HELD, TABLE_COLUMNS, RunDir, describe_error, empty_table, run_id
 
 EVAL_BATCH = 1000
 
@@ -138,15 +137,6 @@ def _run_leased(cfg, container, rid: str, rdir: RunDir, lease) -> RunResult:
     result = load_result(rdir)
     print_summary(result)
     return result
-
-
-def describe_error(exc: BaseException) -> str:
-    """``Type: message``; a full disk says so in words, with the file it could not write."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        where = f" while writing {exc.filename}" if exc.filename else ""
-        return (f"disk full (ENOSPC){where}: the run's previous files are intact; free space and relaunch "
-                f"to redo it ({type(exc).__name__}: {exc})")
-    return f"{type(exc).__name__}: {exc}"
 
 
 def run_cli(cfg) -> RunResult:

@@ -1,6 +1,7 @@
 """Sweeps that survive what machines do to them (issue 14): file modes under the umask, run
 leases between concurrent launchers, damaged run folders, bad input, checkpoint and resume."""
 
+import errno
 import json
 import os
 import socket
@@ -186,3 +187,69 @@ def test_two_concurrent_launchers_train_every_run_exactly_once(tmp_path):
     assert got["runs"].held_by.isna().all()
     ls = got["layer_stats"]
     assert set(ls.run_id) == want and not ls.duplicated(["run_id", "step", "layer", "tensor", "stat"]).any()
+
+
+# --------------------------------------------------------------------------- damage is data
+
+TINY_POINT = ["+experiment=smoke", "model.depth=1", "activation=tanh", "init=standard"]
+
+
+def test_damaged_folders_are_reported_with_their_reason_and_rerun_by_the_next_launch(tmp_path):
+    common = [*TINY_POINT, f"paths.results={tmp_path}"]
+    got = sweep.run_grid([[]], common, verbose=False)
+    rdir = RunDir(got["runs"].path.iloc[0])
+    good = rdir.read_table("layer_stats")
+    damages = {  # what a crash, a full disk or a careless `rm` leaves, and the reason collect must give
+        "truncated layer_stats": (lambda: rdir.table_path("layer_stats").write_bytes(
+            rdir.table_path("layer_stats").read_bytes()[:100]), "unreadable layer_stats.parquet"),
+        "garbage status": (lambda: rdir.status_path.write_bytes(b"\x00\xff{"), "unreadable status.json"),
+        "no config": (lambda: (rdir.path / "config.yaml").unlink(), "missing config.yaml"),
+    }
+    for n, (what, (damage, reason)) in enumerate(damages.items(), start=2):
+        damage()
+        runs = sweep.collect(got.sweep_dir)["runs"]
+        assert len(runs) == 1 and runs.status.iloc[0] == "damaged" and runs.run_id.iloc[0] == rdir.path.name
+        assert runs.reason.iloc[0].startswith(reason), what
+        again = sweep.run_grid([[]], common, verbose=False)  # reruns it
+        assert list(again["runs"].status) == ["done"] and again["runs"].reason.isna().all(), what
+        assert (rdir.path / "run.log").read_text().count(": done after ") == n, what
+        pd.testing.assert_frame_equal(rdir.read_table("layer_stats"), good)  # same seed: same numbers
+
+
+def _enospc(hit, monkeypatch):
+    """Parquet writes whose (temporary) path satisfies ``hit`` fail as on a full disk."""
+    real = pd.DataFrame.to_parquet
+
+    def to_parquet(self, path, *a, **k):
+        if hit(Path(path)):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(self, path, *a, **k)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", to_parquet)
+
+
+def test_a_full_disk_fails_the_run_clearly_and_keeps_every_previous_table(tmp_path, monkeypatch):
+    common = [*TINY_POINT, f"paths.results={tmp_path}"]
+    got = sweep.run_grid([[]], common, verbose=False)
+    sweep_dir, rdir = got.sweep_dir, RunDir(got["runs"].path.iloc[0])
+    before = {p: p.read_bytes() for p in [*rdir.path.glob("*.parquet"), *sweep_dir.glob("*.parquet")]}
+    assert len(before) == 4 + 5
+
+    _enospc(lambda p: p.is_relative_to(rdir.path), monkeypatch)  # the run's own tables cannot be written
+    again = sweep.run_grid([[]], [*common, "force=true"], verbose=False)
+    row = again["runs"].iloc[0]
+    assert row.status == "failed" and row.error.startswith("disk full (ENOSPC) while writing")
+    assert rdir.read_status()["status"] == "failed"
+    assert {p: p.read_bytes() for p in rdir.path.glob("*.parquet")} == {p: before[p] for p in rdir.path.glob("*.parquet")}
+
+    monkeypatch.undo()
+    before = {p: p.read_bytes() for p in [*rdir.path.glob("*.parquet"), *sweep_dir.glob("*.parquet")]}
+    assert pd.read_parquet(sweep_dir / "runs.parquet").status.tolist() == ["failed"]
+    # the last of the sweep's tables cannot be written (the others were, to their temporary files)
+    _enospc(lambda p: p.name.startswith(".events.parquet."), monkeypatch)
+    with pytest.raises(OSError):
+        sweep.collect(sweep_dir)
+    assert {p: p.read_bytes() for p in [*rdir.path.glob("*.parquet"), *sweep_dir.glob("*.parquet")]} == before
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert "the previous ones are kept: disk full (ENOSPC)" in sweep.write_error(
+        OSError(errno.ENOSPC, "No space left on device", "runs.parquet"))
