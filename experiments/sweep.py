@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 import initsuite.config  # noqa: F401  (registers the typed schema)
+from initsuite.configure import check_cli
 from initsuite.sweep import sweep_argv, sweep_job
 
 
@@ -22,5 +23,6 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
+    check_cli(sys.argv[1:], sweep=True)  # a mistake: one line naming the key, exit 2, before any folder
     sys.argv = sweep_argv(sys.argv)  # --multirun, +experiment=default, hydra/callbacks=sweep
     main()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -24,14 +25,11 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from initsuite import activations, initializers, models
+from initsuite.config import ConfigError, check as check_values
 from initsuite import lease as leases
 from initsuite.results import FINISHED, HELD, TABLE_COLUMNS, RunDir, describe_error, empty_table, run_id
 
 EVAL_BATCH = 1000
-
-
-class ConfigError(ValueError):
-    """A config value that composes but cannot be run; the message names the key."""
 
 
 @dataclass
@@ -54,7 +52,9 @@ def as_container(cfg) -> Dict[str, Any]:
 
 
 def validate(cfg) -> None:
-    """Fail before any work on names the registries do not know (their errors list the valid ones)."""
+    """Fail before any work on names the registries do not know (their errors list the valid ones)
+    and on values out of range (:func:`initsuite.config.check`)."""
+    check_values(cfg)
     initializers.get(cfg.init.name)
     if cfg.model.name == "custom":
         from initsuite import custom
@@ -70,13 +70,6 @@ def validate(cfg) -> None:
     from initsuite.optim import OPTIMIZERS
 
     OPTIMIZERS.get(cfg.optimizer.name)
-    for key in ("depth", "width") if cfg.model.name != "custom" else ():  # custom: the builder decides
-        if int(cfg.model[key]) < (0 if key == "depth" else 1):
-            raise ConfigError(f"model.{key} must be positive, got {cfg.model[key]}")
-    if int(cfg.train.batch_size) < 1:
-        raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
-    if int(cfg.probes.every) < 1:
-        raise ConfigError(f"probes.every must be >= 1, got {cfg.probes.every}")
 
 
 def run_dir_for(cfg) -> RunDir:
@@ -141,14 +134,27 @@ def _run_leased(cfg, container, rid: str, rdir: RunDir, lease) -> RunResult:
 
 def run_cli(cfg) -> RunResult:
     """``run`` for the command line: a mistake the user can fix (unknown name, bad value,
-    missing or corrupt data) is printed as one clear message and exit status 2, not a traceback."""
-    from initsuite.data import DataError
-    from initsuite.registry import UnknownNameError
+    missing or corrupt data) is printed as one clear message and exit status 2, not a
+    traceback, and leaves no run folder behind (unless the folder was there before)."""
+    from initsuite.configure import user_message
 
     try:
+        path = run_dir_for(cfg).path
+    except Exception:  # does not resolve: run() raises the error below
+        path = None
+    existed = path is not None and path.exists()
+    made = path  # the outermost folder this run would create (results/ and runs/ too, on a first run)
+    while made is not None and not existed and not made.parent.exists():
+        made = made.parent
+    try:
         return run(cfg)
-    except (ConfigError, DataError, UnknownNameError) as exc:
-        print(f"initsuite: {exc}", file=sys.stderr, flush=True)
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:
+            raise
+        if made is not None and not existed:
+            shutil.rmtree(made, ignore_errors=True)
+        print(f"initsuite: {message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 

@@ -253,3 +253,65 @@ def test_a_full_disk_fails_the_run_clearly_and_keeps_every_previous_table(tmp_pa
     assert not list(tmp_path.rglob("*.tmp"))
     assert "the previous ones are kept: disk full (ENOSPC)" in sweep.write_error(
         OSError(errno.ENOSPC, "No space left on device", "runs.parquet"))
+
+
+# --------------------------------------------------------------------------- bad input
+
+BAD = [  # (overrides, what the one-line message must name)
+    (["init=nope"], "init=nope"),  # unknown group option
+    (["model.nope=3"], "model.nope"),  # unknown key
+    (["model.depth=ten"], "model.depth"),  # wrong type
+    (["model.depth=1.5"], "model.depth"),
+    (["model.width=0"], "model.width"),  # zero and negative sizes
+    (["model.depth=-1"], "model.depth"),
+    (["train.batch_size=0"], "train.batch_size"),
+    (["train.epochs=-2"], "train.epochs"),
+    (["dataset.n_train=0"], "dataset.n_train"),
+    (["probes.batch_size=0"], "probes.batch_size"),
+    (["optimizer.lr=-0.1"], "optimizer.lr"),
+    (["model.depth=100000"], "model.depth"),  # absurd depth
+    (["model=custom"], "model.builder"),  # missing builder
+    (["model=custom", "model.builder=no_such_module:build"], "model.builder"),
+    (["+experiment=nope"], "experiment=nope"),  # nonexistent preset
+    (["model.depth=1,ten"], "model.depth"),  # one bad value among a sweep axis
+    (["train.lease_stale_s=10", "train.lease_heartbeat_s=30"], "train.lease_stale_s"),
+]
+
+
+@pytest.mark.parametrize("entry", ["run", "sweep"])
+@pytest.mark.parametrize("overrides,key", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_overrides_get_one_line_naming_the_key_and_exit_2(tmp_path, capsys, entry, overrides, key):
+    from initsuite.configure import check_cli
+
+    with pytest.raises(SystemExit) as exit_:
+        check_cli(["dataset=synthetic", f"paths.results={tmp_path}/results", *overrides], sweep=entry == "sweep")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("initsuite: ") and key in err, err
+    assert "Traceback" not in err and not (tmp_path / "results").exists()
+
+
+def test_good_overrides_pass_the_check(tmp_path):
+    from initsuite.configure import check_cli
+
+    check_cli(["+experiment=smoke", f"paths.results={tmp_path}/results", "model.depth=1,2"], sweep=True)
+    check_cli(["dataset=synthetic", "--cfg", "job", "model.nope=1"])  # Hydra flags: Hydra's business
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("entry,overrides,key", [
+    ("run", ["model.nope=3"], "model.nope"),
+    ("run", ["dataset=mnist", "dataset.source=files", "dataset.path=/nonexistent/mnist"], "dataset.path"),
+    ("sweep", ["+experiment=nope"], "experiment=nope"),
+    ("sweep", ["dataset=mnist", "dataset.source=files", "dataset.path=/nonexistent/mnist"], "dataset.path"),
+])
+def test_the_entry_points_reject_bad_input_before_any_folder(tmp_path, entry, overrides, key):
+    args = [f"paths.results={tmp_path}/results", "train.progress=false", *overrides]
+    if entry == "sweep" and not any(a.startswith("+experiment=") for a in args):
+        args.insert(0, "+experiment=smoke")
+    p = subprocess.run([sys.executable, f"experiments/{entry}.py", *args], cwd=ROOT, capture_output=True, text=True,
+                       env=_env(TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    lines = [line for line in p.stderr.splitlines() if line.startswith("initsuite: ")]
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert len(lines) == 1 and key in lines[0] and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert not list((tmp_path / "results").rglob("status.json")) and not (tmp_path / "results" / "runs").exists()
