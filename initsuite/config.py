@@ -139,7 +139,7 @@ RANGES = {
     "train.batch_size": (1, None),
     "train.max_steps": (1, None),
     "train.eval_every": (0, None),
-    "train.eval_examples": (1, None),
+    "train.eval_examples": (0, None),  # 0: no evaluation (the benchmark)
     "train.nonfinite_check_every": (1, None),
     "train.threads": (0, None),
     "train.lease_heartbeat_s": (0, None),
