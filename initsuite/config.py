@@ -88,6 +88,9 @@ class TrainConfig:
     # Run leases (initsuite.lease): one process per run folder, across launchers and hosts.
     lease_heartbeat_s: float = 30.0  # seconds between heartbeats of a run's lease.json
     lease_stale_s: float = 300.0  # a lease whose heartbeat is older than this is taken over
+    # Checkpoints (initsuite.checkpoint): a relaunch resumes an interrupted run where it stopped.
+    checkpoint_every: int = 0  # steps between checkpoints (0 = by time only)
+    checkpoint_minutes: float = 10.0  # minutes of training between checkpoints (0 = by steps only)
 
 
 @dataclass
@@ -144,6 +147,8 @@ RANGES = {
     "train.threads": (0, None),
     "train.lease_heartbeat_s": (0, None),
     "train.lease_stale_s": (1, None),
+    "train.checkpoint_every": (0, None),
+    "train.checkpoint_minutes": (0, None),
     "probes.every": (1, None),
     "probes.batch_size": (1, None),
     "probes.hist_bins": (1, None),

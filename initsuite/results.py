@@ -35,7 +35,7 @@ HELD = "held"
 # Keys that change where or how loudly a run reports, not what it computes.
 _ID_EXCLUDED = {"paths", "force", "experiment", "extra"}
 _ID_EXCLUDED_TRAIN = {"progress", "threads", "nonfinite_check_every", "lease_heartbeat_s", "lease_stale_s",
-                      "checkpoint_every"}
+                      "checkpoint_every", "checkpoint_minutes"}
 
 LAYER_STATS_COLUMNS = ["run_id", "step", "epoch", "layer", "layer_index", "tensor", "stat", "value"]
 METRICS_COLUMNS = ["run_id", "step", "epoch", "split", "metric", "value"]

@@ -46,7 +46,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from initsuite import lease, progress
+from initsuite import checkpoint, lease, progress
 from initsuite.results import (CONFIG_COLUMNS, DAMAGED, FINISHED, HELD, STATUSES, TABLE_COLUMNS, RunDir, atomic_write_tables,
                                config_columns, describe_error, empty_table, run_id)
 
@@ -293,6 +293,10 @@ def run_one(cfg: DictConfig, sweep_dir: Path, key: Optional[str] = None, quiet: 
 
                 result = train.run(cfg)
                 outcome.update(status=result.status, skipped=result.skipped, error=None)
+            except checkpoint.RunInterrupted as exc:  # SIGTERM/SIGUSR1: checkpointed; this process stops
+                outcome.update(status="interrupted", skipped=False, error=str(exc), wall_s=time.time() - t0)
+                progress.write_marker(sweep_dir, key if key is not None else rdir.path.name, outcome)
+                raise SystemExit(exc.exit_code) from None
             except lease.LeaseLost as exc:  # another launcher took the run over: it is theirs now
                 print(f"[sweep] {exc}", file=log)
                 outcome.update(status=HELD, skipped=True, error=None)

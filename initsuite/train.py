@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from initsuite import activations, initializers, models
+from initsuite import activations, checkpoint, initializers, models
 from initsuite.config import ConfigError, check as check_values
 from initsuite import lease as leases
 from initsuite.results import FINISHED, HELD, TABLE_COLUMNS, RunDir, describe_error, empty_table, run_id
@@ -116,10 +116,22 @@ def _run_leased(cfg, container, rid: str, rdir: RunDir, lease) -> RunResult:
     started = time.time()
     rdir.write_status("running", run_id=rid, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       pid=os.getpid(), host=os.uname().nodename, error=None)
+    if cfg.get("force", False):
+        checkpoint.remove(rdir.path)  # a forced rerun starts over
     try:
-        trainer = Trainer(cfg, rid, rdir)
-        trainer.lease = lease
-        info = trainer.fit()
+        with checkpoint.Signals() as signals:
+            trainer = Trainer(cfg, rid, rdir)
+            trainer.lease = lease
+            trainer.checkpoints = checkpoint.Schedule(int(cfg.train.checkpoint_every),
+                                                      float(cfg.train.checkpoint_minutes), signals)
+            info = trainer.fit()
+    except checkpoint.RunInterrupted as exc:  # its checkpoint is written: the relaunch resumes there
+        rdir.write_status("interrupted", steps=exc.step, signal=exc.signal, wall_s=time.time() - started,
+                          error=f"interrupted by {exc.signal} at step {exc.step}: relaunch to resume")
+        _log(f"[initsuite] run {rid}: interrupted by {exc.signal} at step {exc.step}; its checkpoint is written, "
+             f"the same command resumes it")
+        checkpoint.forward(exc)  # submitit: requeue the job
+        raise
     except BaseException as exc:  # recorded, then raised: the caller decides whether to go on
         if not isinstance(exc, leases.LeaseLost):  # the new holder owns the folder now
             rdir.write_status("failed", wall_s=time.time() - started, error=describe_error(exc),
@@ -127,6 +139,7 @@ def _run_leased(cfg, container, rid: str, rdir: RunDir, lease) -> RunResult:
         raise
     info["wall_s"] = time.time() - started
     rdir.write_status(info.pop("status"), **info)
+    checkpoint.remove(rdir.path)  # finished: the tables hold everything
     result = load_result(rdir)
     print_summary(result)
     return result
@@ -148,6 +161,10 @@ def run_cli(cfg) -> RunResult:
         made = made.parent
     try:
         return run(cfg)
+    except checkpoint.RunInterrupted as exc:
+        print(f"initsuite: {exc}; the checkpoint is written: run the same command again to resume",
+              file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
     except Exception as exc:
         message = user_message(exc)
         if message is None:
@@ -260,8 +277,9 @@ class Trainer:
         return step / self.steps_per_epoch
 
     # -- data -----------------------------------------------------------------------------
-    def _train_dataset(self):
-        return train_dataset(self.data, int(self.cfg.train.batch_size), int(self.cfg.seed))
+    def _train_dataset(self, skip: int = 0):
+        ds = train_dataset(self.data, int(self.cfg.train.batch_size), int(self.cfg.seed))
+        return ds.skip(skip) if skip else ds  # the seeded order, from where a checkpoint left it
 
     def _eval_sets(self):
         d, k = self.data, int(self.cfg.train.eval_examples)
@@ -283,8 +301,9 @@ class Trainer:
         eval_sets = self._eval_sets()
         check_every = max(1, int(cfg.train.nonfinite_check_every))
         stop_on_nan = bool(cfg.train.stop_on_nonfinite)
-        it = iter(self._train_dataset())
-        status, step, loss = "done", 0, None
+        start = self._resume()  # 0, or the step of the run's checkpoint (its state restored)
+        it = iter(self._train_dataset(skip=start))
+        status, step, loss = "done", start, None
         self.clock = {}
         show_loss, next_show = bool(cfg.train.progress), 0.0
         bar = tqdm(total=self.total_steps, desc=f"run {self.rid}", unit="step", leave=False,
@@ -344,12 +363,38 @@ class Trainer:
         return info
 
     lease = None  # the run's lease (initsuite.lease), set by run()
+    checkpoints = None  # when to checkpoint (initsuite.checkpoint.Schedule), set by run()
+    start_step = 0
 
     def _step_hook(self, step: int) -> None:
         """Called at the top of every step, before its measurements: stops a run whose lease
-        another launcher took over."""
+        another launcher took over; writes a checkpoint when one is due, or when a signal
+        came (and then stops the run: :class:`initsuite.checkpoint.RunInterrupted`)."""
         if self.lease is not None:
             self.lease.check()
+        sched = self.checkpoints
+        if sched is None or step >= self.total_steps:  # the last step: finishing is quicker than resuming
+            return
+        signum = sched.signals.pending() if sched.signals is not None else None
+        if signum is not None or sched.due(step, self.start_step):
+            checkpoint.save(self, step)
+            sched.saved()
+            if signum is not None:
+                raise checkpoint.RunInterrupted(step, signum, sched.signals.previous(signum))
+
+    def _resume(self) -> int:
+        """Restore the run's checkpoint, if it has one that fits; the step to go on from."""
+        self.start_step = 0
+        ckpt = checkpoint.load(self.rdir.path) if self.checkpoints is not None else None
+        if ckpt is not None:
+            why = checkpoint.mismatch(self, ckpt)
+            if why:
+                _log(f"[initsuite] run {self.rid}: not resuming from its checkpoint ({why}): starting at step 0")
+            else:
+                self.start_step = checkpoint.restore(self, ckpt)
+                _log(f"[initsuite] run {self.rid}: resumed from its checkpoint at step {self.start_step} "
+                     f"of {self.total_steps}")
+        return self.start_step
 
     # Steps at which fit() notes (wall time, process CPU time) in self.clock, once the device has
     # finished the steps before (initsuite.bench times windows of this very loop with it).

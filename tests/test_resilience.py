@@ -315,3 +315,118 @@ def test_the_entry_points_reject_bad_input_before_any_folder(tmp_path, entry, ov
     assert p.returncode == 2, p.stderr[-2000:]
     assert len(lines) == 1 and key in lines[0] and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert not list((tmp_path / "results").rglob("status.json")) and not (tmp_path / "results" / "runs").exists()
+
+
+# --------------------------------------------------------------------------- checkpoint and resume
+
+RESUME = [*TINY_POINT, "optimizer=adam", "optimizer.lr=0.003", "train.epochs=4", "train.eval_every=6",
+          "probes.every=5", "probes.hist_steps=[0,10,-1]", "seed=3"]  # 32 steps, Adam's moments to restore
+
+
+def _tables(result):
+    return {name: getattr(result, name) for name in TABLE_COLUMNS}
+
+
+def test_a_run_stopped_by_a_signal_resumes_from_its_checkpoint_with_identical_tables(tmp_path, monkeypatch, capsys):
+    import signal as signal_mod
+
+    from initsuite import checkpoint, train
+
+    whole = train.run(compose([*RESUME, f"paths.results={tmp_path}/a", "train.progress=false"]))
+    assert whole.status == "done" and whole.info["steps"] == 32
+    assert not (whole.path / checkpoint.CHECKPOINT_NAME).exists()  # finished: removed
+
+    cfg = compose([*RESUME, f"paths.results={tmp_path}/b", "train.progress=false"])
+    hook = train.Trainer._step_hook
+
+    def preempted_at_13(self, step):  # SLURM's SIGUSR1, delivered between steps 12 and 13
+        if step == 13:
+            os.kill(os.getpid(), signal_mod.SIGUSR1)
+        return hook(self, step)
+
+    monkeypatch.setattr(train.Trainer, "_step_hook", preempted_at_13)
+    with pytest.raises(checkpoint.RunInterrupted) as stop:
+        train.run(cfg)
+    monkeypatch.undo()
+    assert stop.value.step == 13 and stop.value.signal == "SIGUSR1"
+    rdir = RunDir(tmp_path / "b" / "runs" / whole.run_id)
+    status = rdir.read_status()
+    assert status["status"] == "interrupted" and status["steps"] == 13 and status["signal"] == "SIGUSR1"
+    assert (rdir.path / checkpoint.CHECKPOINT_NAME).exists() and not (rdir.path / "lease.json").exists()
+    assert signal_mod.getsignal(signal_mod.SIGUSR1) is signal_mod.SIG_DFL  # handlers restored
+    capsys.readouterr()
+
+    resumed = train.run(cfg)
+    assert "resumed from its checkpoint at step 13 of 32" in capsys.readouterr().out
+    assert resumed.status == "done" and resumed.info["steps"] == 32
+    for name, df in _tables(whole).items():
+        pd.testing.assert_frame_equal(getattr(resumed, name), df, obj=name)
+    assert len(whole.layer_stats) and len(whole.histograms) and set(whole.layer_stats.step) > {0, 5, 10, 15, 30, 32}
+
+
+def _interrupt_at(monkeypatch, at: int):
+    import signal as signal_mod
+
+    from initsuite import train
+
+    hook = train.Trainer._step_hook
+
+    def stop(self, step):
+        if step == at:
+            os.kill(os.getpid(), signal_mod.SIGTERM)
+        return hook(self, step)
+
+    monkeypatch.setattr(train.Trainer, "_step_hook", stop)
+
+
+def test_periodic_checkpoints_and_a_checkpoint_that_does_not_fit_is_not_trusted(tmp_path, monkeypatch, capsys):
+    from initsuite import checkpoint, train
+
+    common = [*RESUME, "train.progress=false", "train.checkpoint_every=10"]
+    saved = []
+    real = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda trainer, step: saved.append(step) or real(trainer, step))
+    whole = train.run(compose([*common, f"paths.results={tmp_path}"]))
+    assert saved == [10, 20, 30] and not (whole.path / checkpoint.CHECKPOINT_NAME).exists()
+
+    _interrupt_at(monkeypatch, 5)  # another run (seed 4) stopped at step 5 leaves its checkpoint
+    with pytest.raises(checkpoint.RunInterrupted):
+        train.run(compose([*common, f"paths.results={tmp_path}", "seed=4"]))
+    monkeypatch.undo()
+    foreign = [p for p in (tmp_path / "runs").glob(f"*/{checkpoint.CHECKPOINT_NAME}")]
+    assert len(foreign) == 1 and foreign[0].parent.name != whole.run_id
+    # copied into our (unfinished) run's folder, it must be ignored, not restored
+    (whole.path / checkpoint.CHECKPOINT_NAME).write_bytes(foreign[0].read_bytes())
+    RunDir(whole.path).write_status("interrupted")
+    capsys.readouterr()
+    again = train.run(compose([*common, f"paths.results={tmp_path}"]))
+    out = capsys.readouterr().out
+    assert f"not resuming from its checkpoint (it belongs to run {foreign[0].parent.name})" in out
+    for name, df in _tables(whole).items():
+        pd.testing.assert_frame_equal(getattr(again, name), df, obj=name)
+
+
+def test_under_submitit_its_sigusr2_handler_requeues_after_the_checkpoint(tmp_path, monkeypatch):
+    import signal as signal_mod
+
+    from initsuite import checkpoint, train
+
+    calls = []
+
+    def submitit_handler(signum, frame):  # what submitit installs: checkpoint the job, requeue, exit
+        calls.append((signum, (rdir.path / checkpoint.CHECKPOINT_NAME).exists(), rdir.read_status()["status"]))
+        raise SystemExit(-1)
+
+    cfg = compose([*RESUME, f"paths.results={tmp_path}", "train.progress=false", "train.max_steps=8"])
+    rdir = train.run_dir_for(cfg)
+    hook = train.Trainer._step_hook
+    monkeypatch.setattr(train.Trainer, "_step_hook", lambda self, step: (
+        step == 3 and os.kill(os.getpid(), signal_mod.SIGUSR2), hook(self, step)))
+    previous = signal_mod.signal(signal_mod.SIGUSR2, submitit_handler)
+    try:
+        with pytest.raises(SystemExit):
+            train.run(cfg)
+    finally:
+        signal_mod.signal(signal_mod.SIGUSR2, previous)
+    assert calls == [(signal_mod.SIGUSR2, True, "interrupted")]
+    assert rdir.read_status()["steps"] == 3
