@@ -118,6 +118,8 @@ def _run_leased(cfg, container, rid: str, rdir: RunDir, lease) -> RunResult:
                       pid=os.getpid(), host=os.uname().nodename, error=None)
     if cfg.get("force", False):
         checkpoint.remove(rdir.path)  # a forced rerun starts over
+    for tmp in rdir.path.glob(".*.tmp"):  # what a write killed before its rename left (we hold the lease)
+        tmp.unlink(missing_ok=True)
     try:
         with checkpoint.Signals() as signals:
             trainer = Trainer(cfg, rid, rdir)

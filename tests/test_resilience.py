@@ -430,3 +430,89 @@ def test_under_submitit_its_sigusr2_handler_requeues_after_the_checkpoint(tmp_pa
         signal_mod.signal(signal_mod.SIGUSR2, previous)
     assert calls == [(signal_mod.SIGUSR2, True, "interrupted")]
     assert rdir.read_status()["steps"] == 3
+
+
+# --------------------------------------------------------------------------- fault injection
+
+FAULT_POINTS = [["init=standard"], ["init=glorot_uniform"]]
+FAULT_COMMON = [*TINY_POINT[:3], "train.checkpoint_every=4"]  # 2 runs x 16 steps, a checkpoint every 4
+
+# Runs a small sweep (initsuite.sweep.run_grid) that SIGKILLs itself at the n-th event of one kind:
+# `step` (the top of a training step), `write` (just before an atomic write's rename: status,
+# config, checkpoint, run tables, progress markers) or `collect` (before a rename of the sweep's
+# tables; this one only collects a sweep whose runs are done, and needs no TensorFlow).
+_FAULT_DRIVER = r"""
+import json, os, signal, sys
+site, n, results = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+points, common = json.loads(sys.argv[4]), json.loads(sys.argv[5])
+from initsuite import sweep
+calls = [0]
+def tick():
+    calls[0] += 1
+    if calls[0] == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+real_replace = os.replace
+def replace(*a, **k):
+    if site in ("write", "collect"):
+        tick()
+    return real_replace(*a, **k)
+os.replace = replace
+if site == "collect":
+    sweep.collect(os.path.join(results, "sweeps", "smoke"))
+else:
+    from initsuite import train
+    real_hook = train.Trainer._step_hook
+    def hook(self, step):
+        if site == "step":
+            tick()
+        return real_hook(self, step)
+    train.Trainer._step_hook = hook
+    sweep.run_grid(points, [*common, f"paths.results={results}"], verbose=False)
+print("no fault", calls[0])
+"""
+
+_VOLATILE = {"wall_s", "train_s", "started", "updated", "host", "path", "log", "device"}
+
+
+def _sweep_tables(sweep_dir: Path) -> dict:
+    out = {name: pd.read_parquet(sweep_dir / f"{name}.parquet") for name in sweep.TABLES}
+    out["runs"] = out["runs"][[c for c in out["runs"].columns if c not in _VOLATILE]]
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_anywhere_then_relaunch_gives_every_run_once_and_the_uninterrupted_tables(tmp_path):
+    import random
+    import shutil
+
+    reference = sweep.run_grid(FAULT_POINTS, [*FAULT_COMMON, f"paths.results={tmp_path}/ref"], verbose=False)
+    want = _sweep_tables(reference.sweep_dir)
+    assert list(want["runs"].status) == ["done", "done"] and len(want["layer_stats"])
+    rng = random.Random(14)
+    # (site, n): 2 runs x 16 steps = 34 step tops; about 30 atomic renames in the two runs; 5 sweep tables
+    trials = [("step", rng.randint(1, 34)) for _ in range(4)] + [("write", rng.randint(1, 30)) for _ in range(4)] \
+        + [("collect", n) for n in rng.sample(range(1, 6), 4)]
+    results = [tmp_path / f"trial{i}" for i in range(len(trials))]
+    for (site, _), where in zip(trials, results):
+        if site == "collect":  # a sweep whose runs are done, killed while writing its tables
+            shutil.copytree(reference.sweep_dir / "runs", where / "sweeps" / "smoke" / "runs")
+    for batch in range(0, len(trials), 4):  # the killed sweeps, four at a time
+        procs = [(trials[i], subprocess.Popen(
+            [sys.executable, "-c", _FAULT_DRIVER, trials[i][0], str(trials[i][1]), str(results[i]),
+             json.dumps(FAULT_POINTS), json.dumps(FAULT_COMMON)], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)) for i in range(batch, min(batch + 4, len(trials)))]
+        for trial, p in procs:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == -9, (trial, out, err[-2000:])
+    resumed = 0
+    for (site, n), where in zip(trials, results):
+        again = sweep.run_grid(FAULT_POINTS, [*FAULT_COMMON, f"paths.results={where}"], verbose=False)
+        sweep_dir = again.sweep_dir
+        assert trainings(sweep_dir) == {rid: 1 for rid in want["runs"].run_id}, (site, n)
+        got = _sweep_tables(sweep_dir)
+        for name, df in want.items():
+            pd.testing.assert_frame_equal(got[name], df, obj=f"{name} after a SIGKILL at {site} #{n}")
+        assert not list(sweep_dir.glob("runs/*/.*.tmp"))  # what a killed write left, cleared by the rerun
+        assert not list(sweep_dir.glob("runs/*/lease.json"))  # every lease released
+        resumed += any("resumed from its checkpoint at step" in p.read_text() for p in sweep_dir.glob("runs/*/run.log"))
+    assert resumed >= 3  # the kills mid-run went on from a checkpoint, not from step 0
