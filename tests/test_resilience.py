@@ -516,3 +516,32 @@ def test_sigkill_anywhere_then_relaunch_gives_every_run_once_and_the_uninterrupt
         assert not list(sweep_dir.glob("runs/*/lease.json"))  # every lease released
         resumed += any("resumed from its checkpoint at step" in p.read_text() for p in sweep_dir.glob("runs/*/run.log"))
     assert resumed >= 3  # the kills mid-run went on from a checkpoint, not from step 0
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_run_command_checkpoints_and_the_same_command_resumes(tmp_path):
+    import signal as signal_mod
+
+    from initsuite import checkpoint, train
+
+    args = [*RESUME, "train.epochs=100", "train.eval_every=50", "probes.every=40", "probes.hist_steps=[0]",
+            "train.progress=false", "train.checkpoint_every=100"]  # 800 steps
+    cmd = [sys.executable, "experiments/run.py", *args, f"paths.results={tmp_path}/cli"]
+    first = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rdir = train.run_dir_for(compose([*args, f"paths.results={tmp_path}/cli"]))
+    deadline = time.time() + 300
+    while time.time() < deadline and not (rdir.path / checkpoint.CHECKPOINT_NAME).exists() and first.poll() is None:
+        time.sleep(0.05)
+    first.send_signal(signal_mod.SIGTERM)  # past step 100 (its periodic checkpoint is there)
+    out, err = first.communicate(timeout=300)
+    status = rdir.read_status()
+    assert first.returncode == 128 + signal_mod.SIGTERM, err[-2000:]
+    assert status["status"] == "interrupted" and 100 <= status["steps"] < 800 and status["signal"] == "SIGTERM"
+    assert f"interrupted by SIGTERM at step {status['steps']}" in err and "Traceback" not in err
+    assert (rdir.path / checkpoint.CHECKPOINT_NAME).exists()
+    second = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"resumed from its checkpoint at step {status['steps']} of 800" in second.stdout
+    whole = train.run(compose([*args, f"paths.results={tmp_path}/whole"]))
+    for name, df in _tables(whole).items():
+        pd.testing.assert_frame_equal(pd.read_parquet(rdir.table_path(name)), df, obj=name)
