@@ -140,7 +140,7 @@ RANGES = {
     "model.width": (1, MAX_WIDTH),
     "train.epochs": (1, None),
     "train.batch_size": (1, None),
-    "train.max_steps": (1, None),
+    "train.max_steps": (0, None),  # 0: measure the initialization only
     "train.eval_every": (0, None),
     "train.eval_examples": (0, None),  # 0: no evaluation (the benchmark)
     "train.nonfinite_check_every": (1, None),
