@@ -63,7 +63,11 @@ class SweepCallback(Callback):
             self.monitor.stop()
         if self.collect:
             sweep_dir = self._sweep_dir(config)
-            collected = sweep.collect(sweep_dir)
+            try:
+                collected = sweep.collect(sweep_dir)
+            except OSError as exc:  # a full disk: every run folder is intact; `initsuite collect` redoes this
+                print(f"[sweep] {sweep.write_error(exc)}", file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
             page = None
             if self.figures and len(collected["runs"]):
                 from initsuite import report  # tables in, figures out: no TensorFlow

@@ -52,14 +52,18 @@ def _hydra_main(task, argv: Sequence[str], prog: str) -> None:
 
 
 def cmd_run(argv: Sequence[str]) -> None:
+    from initsuite.configure import check_cli
     from initsuite.train import run_cli
 
+    check_cli(list(argv))  # a mistake: one line naming the key, exit 2, before any folder is made
     _hydra_main(run_cli, argv, "initsuite run")
 
 
 def cmd_sweep(argv: Sequence[str]) -> None:
+    from initsuite.configure import check_cli
     from initsuite.sweep import sweep_argv, sweep_job
 
+    check_cli(list(argv), sweep=True)  # a mistake: one line naming the key, exit 2, before any folder
     args = sweep_argv(["initsuite sweep", *argv])  # --multirun, the preset, the sweep callback
     _hydra_main(sweep_job, args[1:], "initsuite sweep")
 

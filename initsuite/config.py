@@ -88,6 +88,12 @@ class TrainConfig:
     mixed_precision: bool = False  # bfloat16 compute (mixed_bfloat16 policy); statistics stay float32
     threads: int = 0  # TensorFlow intra/inter-op threads (0 = TensorFlow's choice)
     progress: bool = True  # per-run progress bar with the loss
+    # Run leases (initsuite.lease): one process per run folder, across launchers and hosts.
+    lease_heartbeat_s: float = 30.0  # seconds between heartbeats of a run's lease.json
+    lease_stale_s: float = 300.0  # a lease whose heartbeat is older than this is taken over
+    # Checkpoints (initsuite.checkpoint): a relaunch resumes an interrupted run where it stopped.
+    checkpoint_every: int = 0  # steps between checkpoints (0 = by time only)
+    checkpoint_minutes: float = 10.0  # minutes of training between checkpoints (0 = by steps only)
 
 
 @dataclass
@@ -129,6 +135,72 @@ class Config:
     force: bool = False  # rerun even if a finished run with the same id exists
     experiment: str = "single"  # name of the preset (sweeps group their runs by it); a preset sets it
     extra: Dict[str, Any] = field(default_factory=dict)  # free-form, for presets and user notes
+
+
+class ConfigError(ValueError):
+    """A config value that composes but cannot be run; the message names the key."""
+
+
+MAX_DEPTH = 1000  # model.depth above this is a typo, not an experiment (the presets go to 100)
+MAX_WIDTH = 1 << 16  # units or channels per layer
+
+# key -> (smallest, largest) allowed value; None = unbounded. Checked by :func:`check` after the
+# schema's types: what composes but cannot be run. (The data module checks its own fields
+# again when it loads, with the same bounds.)
+RANGES = {
+    "model.depth": (0, MAX_DEPTH),
+    "model.width": (1, MAX_WIDTH),
+    "train.epochs": (1, None),
+    "train.batch_size": (1, None),
+    "train.max_steps": (0, None),  # 0: measure the initialization only
+    "train.eval_every": (0, None),
+    "train.eval_examples": (0, None),  # 0: no evaluation (the benchmark)
+    "train.nonfinite_check_every": (1, None),
+    "train.threads": (0, None),
+    "train.lease_heartbeat_s": (0, None),
+    "train.lease_stale_s": (1, None),
+    "train.checkpoint_every": (0, None),
+    "train.checkpoint_minutes": (0, None),
+    "probes.every": (1, None),
+    "probes.batch_size": (1, None),
+    "probes.hist_bins": (1, None),
+    "dataset.valid_size": (0, None),
+    "dataset.limit_train": (1, None),
+    "dataset.n_train": (1, None),
+    "dataset.n_valid": (0, None),
+    "dataset.n_test": (1, None),
+    "dataset.num_classes": (2, None),
+    "seed": (0, None),
+}
+POSITIVE = ("optimizer.lr",)  # floats that must be > 0
+_BUILDER_DECIDES = ("model.depth", "model.width")  # model=custom: the builder's business
+
+
+def check(cfg) -> None:
+    """Raise :class:`ConfigError` naming the first key whose value is out of :data:`RANGES`
+    (or not > 0 for :data:`POSITIVE`); ``None`` passes for optional keys."""
+    from omegaconf import OmegaConf
+
+    custom = OmegaConf.select(cfg, "model.name") == "custom"
+    for key, (lo, hi) in RANGES.items():
+        if custom and key in _BUILDER_DECIDES:
+            continue
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            want = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+            raise ConfigError(f"{key} must be {want}, got {value}")
+    for key in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+    if OmegaConf.select(cfg, "train.lease_stale_s") <= OmegaConf.select(cfg, "train.lease_heartbeat_s"):
+        raise ConfigError(f"train.lease_stale_s must be larger than train.lease_heartbeat_s, got "
+                          f"{cfg.train.lease_stale_s} <= {cfg.train.lease_heartbeat_s}")
+    for q in OmegaConf.select(cfg, "probes.percentiles") or ():
+        if not 0 <= q <= 100:
+            raise ConfigError(f"probes.percentiles must lie in [0, 100], got {q}")
 
 
 SCHEMAS = {

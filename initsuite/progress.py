@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, TextIO
 
 from initsuite.results import atomic_write_text
+from initsuite.tables import HELD
 
 PROGRESS_DIR = ".progress"
 
@@ -53,13 +54,15 @@ class Counts:
     skipped: int = 0  # ... of which were already done/diverged before this launch
     diverged: int = 0
     failed: int = 0
+    held: int = 0  # ... skipped because another live launcher holds them (initsuite.lease)
 
     @classmethod
     def of(cls, markers: List[Dict]) -> "Counts":
         c = cls()
         for m in markers:
             c.finished += 1
-            c.skipped += bool(m.get("skipped"))
+            c.held += m.get("status") == HELD
+            c.skipped += bool(m.get("skipped")) and m.get("status") != HELD
             c.diverged += m.get("status") == "diverged"
             c.failed += m.get("status") == "failed"
         return c
@@ -76,7 +79,7 @@ def fmt_duration(seconds: Optional[float]) -> str:
 
 def eta(counts: Counts, total: Optional[int], elapsed: float) -> Optional[float]:
     """Remaining runs x wall time per trained run so far (already-finished runs cost nothing)."""
-    trained = counts.finished - counts.skipped
+    trained = counts.finished - counts.skipped - counts.held
     if not total or trained <= 0:
         return None
     return max(0, total - counts.finished) * elapsed / trained
@@ -86,6 +89,7 @@ def format_line(name: str, counts: Counts, total: Optional[int], elapsed: float)
     parts = [f"[sweep {name}] {counts.finished}/{total if total is not None else '?'} runs"
              + (f" ({counts.skipped} already finished)" if counts.skipped else ""),
              f"{counts.diverged} diverged", f"{counts.failed} failed",
+             *([f"{counts.held} held by other launchers"] if counts.held else []),
              f"{fmt_duration(elapsed)} elapsed"]
     if total is None or counts.finished < total:
         parts.append(f"ETA {fmt_duration(eta(counts, total, elapsed))}")

@@ -10,6 +10,7 @@ moment leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from initsuite.tables import STATUSES, TABLE_COLUMNS, identity_dict
+from initsuite.tables import FINISHED, STATUSES, TABLE_COLUMNS, identity_dict
 
 
 def run_id(cfg: Dict[str, Any]) -> str:
@@ -37,20 +38,50 @@ def run_dir_for(cfg: Dict[str, Any]) -> "RunDir":
     return RunDir(Path(cfg["paths"]["runs"]).expanduser().resolve() / run_id(cfg))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def current_umask() -> int:
+    """This process's umask, read without changing it (``/proc/self/status`` on Linux; elsewhere
+    the set-and-restore dance, which another thread could race with)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def _atomic_target(path: Path):
+    """The one atomic-write helper: yields a temporary path next to ``path`` (same folder, so
+    the final ``os.replace`` is atomic), fsyncs it, gives it the mode an ordinary new file
+    would get (0666 & ~umask: ``mkstemp`` makes 0600, which would survive the rename and hide
+    every table from the rest of a shared filesystem) and renames it into place. On any
+    error the temporary file is removed and the old file, if any, is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        os.fchmod(fd, 0o666 & ~current_umask())
+        os.close(fd)
+        fd = -1
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with _atomic_target(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -59,19 +90,28 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_table(path: Path, df: pd.DataFrame) -> None:
     """Parquet via a temporary file + rename (pyarrow engine)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with _atomic_target(path) as tmp:
         df.to_parquet(tmp, index=False, engine="pyarrow")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+
+def atomic_write_tables(tables: Dict[Path, pd.DataFrame]) -> None:
+    """Several parquet files as one set: every one is written to its temporary file first,
+    then all are renamed into place, so a full disk or an error in any of them leaves all
+    the previous files as they were (a kill between the renames, a window of microseconds,
+    can still mix old and new)."""
+    with contextlib.ExitStack() as stack:
+        for path, df in tables.items():
+            tmp = stack.enter_context(_atomic_target(path))
+            df.to_parquet(tmp, index=False, engine="pyarrow")
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` for status.json and reports; a full disk says so in words."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        return (f"disk full (ENOSPC){where}: the files written before are intact; free space and relaunch "
+                f"({type(exc).__name__}: {exc})")
+    return f"{type(exc).__name__}: {exc}"
 
 
 class RunDir:
@@ -88,10 +128,38 @@ class RunDir:
         return self.path / f"{name}.parquet"
 
     def read_status(self) -> Optional[Dict[str, Any]]:
+        """status.json as a dict; None if it is missing or unreadable."""
         try:
-            return json.loads(self.status_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            data = json.loads(self.status_path.read_text())
+        except (OSError, ValueError):  # missing, unreadable, not JSON, not UTF-8
             return None
+        return data if isinstance(data, dict) and isinstance(data.get("status"), str) else None
+
+    def damage(self) -> Optional[str]:
+        """Why this folder cannot be collected, or None if it can: an unreadable status.json,
+        a missing or unreadable config.yaml, or (for a finished run) a missing or truncated
+        table (parquet's footer is read: cheap, and a truncated file has none)."""
+        if self.read_status() is None:
+            return ("no status.json" if not self.status_path.exists() else "unreadable status.json")
+        try:
+            cfg = self.read_config()
+        except FileNotFoundError:
+            return "missing config.yaml"
+        except Exception as exc:
+            return f"unreadable config.yaml ({type(exc).__name__})"
+        if not isinstance(cfg, dict):
+            return "unreadable config.yaml (not a mapping)"
+        if self.read_status()["status"] in FINISHED:
+            import pyarrow.parquet as pq
+
+            for name in TABLE_COLUMNS:
+                try:
+                    pq.read_metadata(self.table_path(name))
+                except FileNotFoundError:
+                    return f"missing {name}.parquet"
+                except Exception as exc:
+                    return f"unreadable {name}.parquet ({type(exc).__name__}: {exc})"
+        return None
 
     def write_status(self, status: str, **fields: Any) -> Dict[str, Any]:
         if status not in STATUSES:
@@ -119,11 +187,24 @@ class RunDir:
         atomic_write_table(path, df)
         return path
 
+    def write_tables(self, tables: Dict[str, pd.DataFrame]) -> None:
+        """All of a run's tables as one set (:func:`atomic_write_tables`)."""
+        for name, df in tables.items():
+            missing = [c for c in TABLE_COLUMNS.get(name, ()) if c not in df.columns]
+            if missing:
+                raise ValueError(f"table {name} lacks columns {missing}")
+        atomic_write_tables({self.table_path(name): df for name, df in tables.items()})
+
     def read_table(self, name: str) -> pd.DataFrame:
         return pd.read_parquet(self.table_path(name))
 
 
 def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+    except ImportError:  # pragma: no cover
+        pass
     return str(o)

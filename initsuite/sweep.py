@@ -51,10 +51,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from joblib import Parallel, delayed
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from initsuite import data, progress, tables, verdicts
+from initsuite import checkpoint, data, lease, progress, tables, verdicts
 from initsuite.configure import compose
-from initsuite.results import RunDir, atomic_write_table, run_id
-from initsuite.tables import FINISHED, RUN_FIELDS, RUN_TABLES, TABLES, empty_table
+from initsuite.results import RunDir, atomic_write_tables, describe_error, run_id
+from initsuite.tables import (COLLECT_FIELDS, DAMAGED, FINISHED, HELD, RUN_FIELDS, RUN_TABLES, STATUSES, TABLES,
+                              empty_table)
 
 LOG_NAME = "run.log"  # each run's stdout (and, in parallel, stderr), appended per attempt
 SWEEP_BASE = "hydra/callbacks=sweep"  # conf/hydra/callbacks/sweep.yaml: folder, launcher, callback
@@ -287,9 +288,16 @@ def run_one(cfg: DictConfig, sweep_dir: Path, key: Optional[str] = None, quiet: 
 
                 result = train.run(cfg)
                 outcome.update(status=result.status, skipped=result.skipped, error=None)
+            except checkpoint.RunInterrupted as exc:  # SIGTERM/SIGUSR1: checkpointed; this process stops
+                outcome.update(status="interrupted", skipped=False, error=str(exc), wall_s=time.time() - t0)
+                progress.write_marker(sweep_dir, key if key is not None else rdir.path.name, outcome)
+                raise SystemExit(exc.exit_code) from None
+            except lease.LeaseLost as exc:  # another launcher took the run over: it is theirs now
+                print(f"[sweep] {exc}", file=log)
+                outcome.update(status=HELD, skipped=True, error=None)
             except Exception as exc:
                 traceback.print_exc(file=log)
-                outcome.update(status="failed", skipped=False, error=f"{type(exc).__name__}: {exc}")
+                outcome.update(status="failed", skipped=False, error=describe_error(exc))
                 if rdir.read_status() is None:  # failed before the run started (e.g. an unknown name)
                     _record_early_failure(rdir, cfg, outcome["error"], traceback.format_exc())
     status = rdir.read_status() or {}
@@ -325,25 +333,29 @@ def sweep_job(cfg: DictConfig) -> Dict[str, Any]:
 
 
 class Collected(dict):
-    """``collect``'s tables by name, plus what it could not read (``skipped``: (folder, reason))
-    and the runs it left out of the per-step tables because they have not finished (``pending``)."""
+    """``collect``'s tables by name, plus what it could not read (``skipped``: (folder, reason);
+    these are the ``damaged`` rows of ``runs``), the runs it left out of the per-step tables
+    because they have not finished (``pending``) and those another process holds now
+    (``held``: (folder, "host:pid"))."""
 
     def __init__(self, tables: Dict[str, pd.DataFrame], sweep_dir: Path,
-                 skipped: List[Tuple[str, str]], pending: List[str]):
+                 skipped: List[Tuple[str, str]], pending: List[str],
+                 held: Optional[List[Tuple[str, str]]] = None):
         super().__init__(tables)
-        self.sweep_dir, self.skipped, self.pending = sweep_dir, skipped, pending
+        self.sweep_dir, self.skipped, self.pending, self.held = sweep_dir, skipped, pending, held or []
         self.outcomes: List[Dict[str, Any]] = []  # run_grid: each grid point's run_one report
 
 
 def collect(sweep_dir: Path, write: bool = True) -> Collected:
-    """Gather ``<sweep_dir>/runs/*/`` into the sweep's tables (and write them, atomically,
-    as ``<sweep_dir>/<name>.parquet``).
+    """Gather ``<sweep_dir>/runs/*/`` into the sweep's tables (and write them, atomically and as
+    one set, as ``<sweep_dir>/<name>.parquet``).
 
-    ``runs`` has one row per readable run folder (config columns, status, first NaN,
-    final metrics, wall time, ``path`` and ``log``); ``layer_stats``, ``metrics``,
-    ``histograms`` and ``events`` hold the finished (done / diverged) runs' rows with
-    the config columns joined. Works on a sweep that is still running (its unfinished
-    runs are listed in ``pending``) and skips broken folders (listed in ``skipped``).
+    ``runs`` has one row per run folder (config columns, status, first NaN, final metrics, wall
+    time, ``held_by``, ``reason``, ``path`` and ``log``); a folder that cannot be read is a
+    ``damaged`` row with its ``reason`` (the next launch reruns it). ``layer_stats``, ``metrics``,
+    ``histograms`` and ``events`` hold the finished (done / diverged) runs' rows with the config
+    columns joined. Works on a sweep that is still running (its unfinished runs are listed in
+    ``pending``, those a live process holds in ``held``).
     """
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     if not sweep_dir.is_dir():
@@ -356,31 +368,40 @@ def collect(sweep_dir: Path, write: bool = True) -> Collected:
     frames: Dict[str, List[Tuple[int, pd.DataFrame]]] = {name: [] for name in RUN_TABLES}
     skipped: List[Tuple[str, str]] = []
     pending: List[str] = []
+    held: List[Tuple[str, str]] = []
     for folder in folders:
         rdir = RunDir(folder)
-        status = rdir.read_status()
-        if status is None:
-            skipped.append((str(folder), "no readable status.json"))
-            continue
+        status = rdir.read_status() or {}
+        log = str(folder / LOG_NAME) if (folder / LOG_NAME).exists() else None
+        reason = rdir.damage()
         try:
             cfg = rdir.read_config()
+            cfg = cfg if isinstance(cfg, dict) else {}
             tables.identity_columns(cfg)
-        except Exception as exc:
-            skipped.append((str(folder), f"no readable config.yaml ({type(exc).__name__})"))
-            continue
-        row = {"run_id": status.get("run_id") or folder.name, **{f: status.get(f) for f in RUN_FIELDS},
-               "path": str(folder), "log": str(folder / LOG_NAME) if (folder / LOG_NAME).exists() else None}
-        if row["status"] in FINISHED:
+        except Exception:
+            cfg = {}
+        per_run = {}
+        if reason is None and status["status"] in FINISHED:
             try:
                 per_run = {name: rdir.read_table(name) for name in RUN_TABLES}
-            except Exception as exc:
-                skipped.append((str(folder), f"unreadable table ({type(exc).__name__}: {exc})"))
-                continue
+            except Exception as exc:  # a footer that reads but a body that does not
+                reason = f"unreadable table ({type(exc).__name__}: {exc})"
+        row = {"run_id": status.get("run_id") or folder.name, **{f: status.get(f) for f in RUN_FIELDS},
+               "held_by": None, "reason": None, "path": str(folder), "log": log}
+        if reason is not None:  # damage is data: a row that says why; the next launch reruns the run
+            row.update(run_id=folder.name, status=DAMAGED, reason=reason, error=reason)
+            skipped.append((str(folder), reason))
+        else:
             for name, df in per_run.items():
                 if len(df):
                     frames[name].append((len(rows), df))
-        elif row["status"] == "running":
-            pending.append(str(folder))
+            if row["status"] not in FINISHED:
+                stale_s = (cfg.get("train") or {}).get("lease_stale_s", lease.STALE_S)
+                row["held_by"] = lease.live_holder(folder, float(stale_s))
+                if row["held_by"]:
+                    held.append((str(folder), row["held_by"]))
+                if row["status"] in ("running", "interrupted"):
+                    pending.append(str(folder))
         rows.append(row)
         configs.append(cfg)
 
@@ -392,14 +413,13 @@ def collect(sweep_dir: Path, write: bool = True) -> Collected:
             if parts else empty_table(name).assign(**{c: pd.Series(dtype=object) for c in cols.columns})
     # Plain-words diagnoses (verdicts, verdict_text) beside each run, from the tables just gathered.
     out["runs"] = verdicts.annotate(out)
-    if write:
-        for name, df in out.items():
-            atomic_write_table(sweep_dir / f"{name}.parquet", df)
-    return Collected(out, sweep_dir, skipped, pending)
+    if write:  # as one set: a full disk leaves the previous tables, all of them
+        atomic_write_tables({sweep_dir / f"{name}.parquet": df for name, df in out.items()})
+    return Collected(out, sweep_dir, skipped, pending, held)
 
 
 def _runs_frame(rows: List[Dict[str, Any]], config: pd.DataFrame) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=["run_id", *RUN_FIELDS, "path", "log"])
+    df = pd.DataFrame(rows, columns=["run_id", *RUN_FIELDS, *COLLECT_FIELDS, "path", "log"])
     df = pd.concat([df[["run_id"]], config.reset_index(drop=True), df.drop(columns="run_id")], axis=1)
     for c in tables.INT_RUN_FIELDS:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
@@ -462,8 +482,8 @@ def report(collected: Collected, name: Optional[str] = None, stream=None, report
     runs = collected["runs"]
     counts = runs.status.value_counts().to_dict() if len(runs) else {}
     lines = [f"[sweep {name or collected.sweep_dir.name}] {len(runs)} runs: "
-             + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed", "running")
-                         if counts.get(s, 0) or s in ("done", "diverged")),
+             + ", ".join(f"{counts.get(s, 0)} {s}" for s in (*STATUSES, DAMAGED)
+                         if counts.get(s, 0) or s in FINISHED),
              format_summary(summary_table(runs))]
     failed = runs[runs.status == "failed"]
     if len(failed):
@@ -473,9 +493,13 @@ def report(collected: Collected, name: Optional[str] = None, stream=None, report
             lines.append(f"  {r.run_id} init={r.init} activation={r.activation} depth={r.depth} seed={r.seed}: "
                          f"{error}\n    log: {r.log or r.path}")
     if collected.pending:
-        lines.append(f"{len(collected.pending)} runs still running: their per-step tables are not collected yet")
+        lines.append(f"{len(collected.pending)} runs still running or interrupted: their per-step tables are not "
+                     f"collected yet")
+    if collected.held:
+        lines.append(f"{len(collected.held)} runs held by other launchers:")
+        lines += [f"  {Path(folder).name}: held by {who}" for folder, who in collected.held]
     if collected.skipped:
-        lines.append(f"skipped {len(collected.skipped)} broken run folders:")
+        lines.append(f"skipped {len(collected.skipped)} broken run folders ({DAMAGED}; the next launch reruns them):")
         lines += [f"  {folder}: {why}" for folder, why in collected.skipped]
     if report_path is not None:
         lines.append(f"report: {report_path} (figures in {Path(report_path).parent / 'figures'})")
@@ -500,7 +524,15 @@ def collect_main(argv: Optional[Sequence[str]] = None) -> int:
     except FileNotFoundError as exc:
         print(f"collect: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a full disk: the previous tables are intact
+        print(f"collect: {write_error(exc)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def write_error(exc: OSError) -> str:
+    """One line for a collection that could not write its tables."""
+    return f"could not write the sweep's tables, the previous ones are kept: {describe_error(exc)}"
 
 
 # --------------------------------------------------------------------------- from Python

@@ -29,8 +29,15 @@ import pandas as pd
 
 # --------------------------------------------------------------------------- names
 
-STATUSES = ("running", "done", "diverged", "failed")
+# What status.json says: running -> done | diverged | failed | interrupted (SIGTERM/SIGUSR1:
+# a last checkpoint was written; the relaunch resumes from it).
+STATUSES = ("running", "done", "diverged", "failed", "interrupted")
 FINISHED = ("done", "diverged")  # a relaunched sweep skips these
+# Never in status.json: the runs table's status of a folder collect cannot read (its
+# `reason` column says why; the next launch reruns it) ...
+DAMAGED = "damaged"
+# ... and a launcher's outcome for a run another live process holds (initsuite.lease).
+HELD = "held"
 
 LAYER_STATS_COLUMNS = ["run_id", "step", "epoch", "layer", "layer_index", "tensor", "stat", "value"]
 METRICS_COLUMNS = ["run_id", "step", "epoch", "split", "metric", "value"]
@@ -53,6 +60,9 @@ RUN_FIELDS = ["status", "first_nonfinite_step", "first_nonfinite_layer", "first_
               "steps", "total_steps", "wall_s", "train_s", "device", "host", "started", "updated", "error",
               # the data actually used (initsuite.data.Resolved.describe) and its split sizes
               "data", "n_train", "n_valid", "n_test"]
+# Columns collect adds: who holds an unfinished run now ("host:pid" of a live lease, else
+# empty) and why a `damaged` folder could not be read.
+COLLECT_FIELDS = ["held_by", "reason"]
 INT_RUN_FIELDS = ("first_nonfinite_step", "steps", "total_steps", "n_train", "n_valid", "n_test")
 FLOAT_RUN_FIELDS = tuple(c for c in RUN_FIELDS if c.startswith("final_")) + ("wall_s", "train_s")
 
@@ -91,7 +101,8 @@ CONFIG_COLUMNS = list(IDENTITY_COLUMNS)
 _SHOWN = set(IDENTITY_COLUMNS.values()) | {"model.builder"}
 # Config keys that change where or how loudly a run reports, not what it computes.
 ID_EXCLUDED = {"paths", "force", "experiment", "extra", "hydra", "tune"}
-ID_EXCLUDED_TRAIN = {"progress", "threads", "nonfinite_check_every"}
+ID_EXCLUDED_TRAIN = {"progress", "threads", "nonfinite_check_every", "lease_heartbeat_s", "lease_stale_s",
+                     "checkpoint_every", "checkpoint_minutes"}
 # Identity columns that split figures into separate sets (facets) when they vary; the others
 # are drawn within a figure: activation (panel columns), depth (one per figure), the series.
 FACET_COLUMNS = ["experiment", "dataset", "model", "width", "optimizer", "lr", "batch_size", "epochs"]

@@ -11,6 +11,7 @@ records the first non-finite value's step, layer and phase as data.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -23,19 +24,17 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
-from initsuite import activations, custom, initializers, lsuv, models  # noqa: F401  (lsuv: data-driven inits)
+from initsuite import activations, checkpoint, custom, initializers, lsuv, models  # noqa: F401  (lsuv: data-driven inits)
 from initsuite import data as data_mod
+from initsuite import lease as leases
+from initsuite.config import ConfigError, check as check_values
 from initsuite.data import DataError
 from initsuite.optim import OPTIMIZERS, make_optimizer
 from initsuite.registry import UnknownNameError
-from initsuite.results import RunDir, run_id
-from initsuite.tables import FINISHED, empty_table
+from initsuite.results import RunDir, describe_error, run_id
+from initsuite.tables import FINISHED, HELD, TABLE_COLUMNS, empty_table
 
 EVAL_BATCH = 1000
-
-
-class ConfigError(ValueError):
-    """A config value that composes but cannot be run; the message names the key."""
 
 
 @dataclass
@@ -58,7 +57,9 @@ def as_container(cfg) -> Dict[str, Any]:
 
 
 def validate(cfg) -> None:
-    """Fail before any work on names the registries do not know (their errors list the valid ones)."""
+    """Fail before any work on names the registries do not know (their errors list the valid ones)
+    and on values out of range (:func:`initsuite.config.check`)."""
+    check_values(cfg)
     initializers.get(cfg.init.name)
     if cfg.model.name == "custom":
         custom.validate(cfg)  # the builder imports and takes its arguments; activation may be `keep`
@@ -70,13 +71,6 @@ def validate(cfg) -> None:
     if cfg.model.name not in models.MODELS and cfg.model.name != "custom":
         models.MODELS.get(cfg.model.name)
     OPTIMIZERS.get(cfg.optimizer.name)
-    for key in ("depth", "width") if cfg.model.name != "custom" else ():  # custom: the builder decides
-        if int(cfg.model[key]) < (0 if key == "depth" else 1):
-            raise ConfigError(f"model.{key} must be positive, got {cfg.model[key]}")
-    if int(cfg.train.batch_size) < 1:
-        raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
-    if int(cfg.probes.every) < 1:
-        raise ConfigError(f"probes.every must be >= 1, got {cfg.probes.every}")
 
 
 def pin_data_source(cfg, resolutions: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
@@ -87,34 +81,71 @@ def pin_data_source(cfg, resolutions: Optional[Dict[str, Dict[str, Any]]] = None
 
 def run(cfg) -> RunResult:
     """Train one configured run and write its folder. A run whose folder already says
-    ``done`` or ``diverged`` is not redone unless ``force=true``."""
+    ``done`` or ``diverged`` is not redone unless ``force=true``; one that another live
+    process holds (its lease, :mod:`initsuite.lease`) is skipped with status ``held``."""
     validate(cfg)
     pin_data_source(cfg)
     container = as_container(cfg)
     rid = run_id(container)
     rdir = RunDir(Path(cfg.paths.runs).expanduser().resolve() / rid)
-    prior = rdir.read_status()
-    if prior and prior.get("status") in FINISHED and not cfg.get("force", False):
-        _log(f"[initsuite] run {rid} is already {prior['status']}: {rdir.path} (force=true reruns it)")
+    if _finished(rdir, cfg):
         return load_result(rdir, skipped=True)
+    lease = leases.acquire(rdir.path, float(cfg.train.lease_heartbeat_s), float(cfg.train.lease_stale_s))
+    if not isinstance(lease, leases.Lease):
+        _log(f"[initsuite] run {rid} is held by {leases.holder(lease)}: skipped ({rdir.path})")
+        return RunResult(rid, rdir.path, HELD, *(empty_table(n) for n in TABLE_COLUMNS),
+                         info={"held_by": leases.holder(lease)}, skipped=True)
+    with lease:
+        if lease.took_over:
+            _log(f"[initsuite] run {rid}: took over the stale lease of {leases.holder(lease.took_over)}")
+        if _finished(rdir, cfg):  # finished by the previous holder while we looked
+            return load_result(rdir, skipped=True)
+        return _run_leased(cfg, container, rid, rdir, lease)
 
-    rdir.path.mkdir(parents=True, exist_ok=True)
-    for name in ("layer_stats", "metrics", "histograms", "events"):
-        # A rerun must never mix with the tables of an earlier attempt.
-        rdir.table_path(name).unlink(missing_ok=True)
+
+def _finished(rdir: RunDir, cfg) -> bool:
+    prior = rdir.read_status()
+    if not prior or prior.get("status") not in FINISHED or cfg.get("force", False):
+        return False
+    damage = rdir.damage()
+    if damage:
+        _log(f"[initsuite] run {rdir.path.name} says {prior['status']} but is damaged ({damage}): running it again")
+        return False
+    _log(f"[initsuite] run {rdir.path.name} is already {prior['status']}: {rdir.path} (force=true reruns it)")
+    return True
+
+
+def _run_leased(cfg, container, rid: str, rdir: RunDir, lease) -> RunResult:
     rdir.write_config(container)
     started = time.time()
     rdir.write_status("running", run_id=rid, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       pid=os.getpid(), host=os.uname().nodename, error=None)
+    if cfg.get("force", False):
+        checkpoint.remove(rdir.path)  # a forced rerun starts over
+    for tmp in rdir.path.glob(".*.tmp"):  # what a write killed before its rename left (we hold the lease)
+        tmp.unlink(missing_ok=True)
     try:
-        trainer = Trainer(cfg, rid, rdir)
-        info = trainer.fit()
+        with checkpoint.Signals() as signals:
+            trainer = Trainer(cfg, rid, rdir)
+            trainer.lease = lease
+            trainer.checkpoints = checkpoint.Schedule(int(cfg.train.checkpoint_every),
+                                                      float(cfg.train.checkpoint_minutes), signals)
+            info = trainer.fit()
+    except checkpoint.RunInterrupted as exc:  # its checkpoint is written: the relaunch resumes there
+        rdir.write_status("interrupted", steps=exc.step, signal=exc.signal, wall_s=time.time() - started,
+                          error=f"interrupted by {exc.signal} at step {exc.step}: relaunch to resume")
+        _log(f"[initsuite] run {rid}: interrupted by {exc.signal} at step {exc.step}; its checkpoint is written, "
+             f"the same command resumes it")
+        checkpoint.forward(exc)  # submitit: requeue the job
+        raise
     except BaseException as exc:  # recorded, then raised: the caller decides whether to go on
-        rdir.write_status("failed", wall_s=time.time() - started, error=f"{type(exc).__name__}: {exc}",
-                          traceback=traceback.format_exc())
+        if not isinstance(exc, leases.LeaseLost):  # the new holder owns the folder now
+            rdir.write_status("failed", wall_s=time.time() - started, error=describe_error(exc),
+                              traceback=traceback.format_exc())
         raise
     info["wall_s"] = time.time() - started
     rdir.write_status(info.pop("status"), **info)
+    checkpoint.remove(rdir.path)  # finished: the tables hold everything
     result = load_result(rdir)
     print_summary(result)
     return result
@@ -122,11 +153,31 @@ def run(cfg) -> RunResult:
 
 def run_cli(cfg) -> RunResult:
     """``run`` for the command line: a mistake the user can fix (unknown name, bad value,
-    missing or corrupt data) is printed as one clear message and exit status 2, not a traceback."""
+    missing or corrupt data) is printed as one clear message and exit status 2, not a
+    traceback, and leaves no run folder behind (unless the folder was there before)."""
+    from initsuite.configure import user_message
+
+    try:
+        path = run_dir_for(cfg).path
+    except Exception:  # does not resolve: run() raises the error below
+        path = None
+    existed = path is not None and path.exists()
+    made = path  # the outermost folder this run would create (results/ and runs/ too, on a first run)
+    while made is not None and not existed and not made.parent.exists():
+        made = made.parent
     try:
         return run(cfg)
-    except (ConfigError, DataError, UnknownNameError) as exc:
-        print(f"initsuite: {exc}", file=sys.stderr, flush=True)
+    except checkpoint.RunInterrupted as exc:
+        print(f"initsuite: {exc}; the checkpoint is written: run the same command again to resume",
+              file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:
+            raise
+        if made is not None and not existed:
+            shutil.rmtree(made, ignore_errors=True)
+        print(f"initsuite: {message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 
@@ -230,8 +281,9 @@ class Trainer:
         return step / self.steps_per_epoch
 
     # -- data -----------------------------------------------------------------------------
-    def _train_dataset(self):
-        return train_dataset(self.data, int(self.cfg.train.batch_size), int(self.cfg.seed))
+    def _train_dataset(self, skip: int = 0):
+        ds = train_dataset(self.data, int(self.cfg.train.batch_size), int(self.cfg.seed))
+        return ds.skip(skip) if skip else ds  # the seeded order, from where a checkpoint left it
 
     def _eval_sets(self):
         d, k = self.data, int(self.cfg.train.eval_examples)
@@ -251,8 +303,9 @@ class Trainer:
         eval_sets = self._eval_sets()
         check_every = max(1, int(cfg.train.nonfinite_check_every))
         stop_on_nan = bool(cfg.train.stop_on_nonfinite)
-        it = iter(self._train_dataset())
-        status, step, loss = "done", 0, None
+        start = self._resume()  # 0, or the step of the run's checkpoint (its state restored)
+        it = iter(self._train_dataset(skip=start))
+        status, step, loss = "done", start, None
         self.clock = {}
         show_loss, next_show = bool(cfg.train.progress), 0.0
         bar = tqdm(total=self.total_steps, desc=f"run {self.rid}", unit="step", leave=False,
@@ -260,6 +313,7 @@ class Trainer:
         t0 = time.time()
         try:
             while True:
+                self._step_hook(step)
                 if step in self.clock_steps:
                     self._tick(step, loss)
                 measure = step in self.probe_steps
@@ -312,6 +366,40 @@ class Trainer:
         }
         info.update(self._final_metrics())
         return info
+
+    lease = None  # the run's lease (initsuite.lease), set by run()
+    checkpoints = None  # when to checkpoint (initsuite.checkpoint.Schedule), set by run()
+    start_step = 0
+
+    def _step_hook(self, step: int) -> None:
+        """Called at the top of every step, before its measurements: stops a run whose lease
+        another launcher took over; writes a checkpoint when one is due, or when a signal
+        came (and then stops the run: :class:`initsuite.checkpoint.RunInterrupted`)."""
+        if self.lease is not None:
+            self.lease.check()
+        sched = self.checkpoints
+        if sched is None or step >= self.total_steps:  # the last step: finishing is quicker than resuming
+            return
+        signum = sched.signals.pending() if sched.signals is not None else None
+        if signum is not None or sched.due(step, self.start_step):
+            checkpoint.save(self, step)
+            sched.saved()
+            if signum is not None:
+                raise checkpoint.RunInterrupted(step, signum, sched.signals.previous(signum))
+
+    def _resume(self) -> int:
+        """Restore the run's checkpoint, if it has one that fits; the step to go on from."""
+        self.start_step = 0
+        ckpt = checkpoint.load(self.rdir.path) if self.checkpoints is not None else None
+        if ckpt is not None:
+            why = checkpoint.mismatch(self, ckpt)
+            if why:
+                _log(f"[initsuite] run {self.rid}: not resuming from its checkpoint ({why}): starting at step 0")
+            else:
+                self.start_step = checkpoint.restore(self, ckpt)
+                _log(f"[initsuite] run {self.rid}: resumed from its checkpoint at step {self.start_step} "
+                     f"of {self.total_steps}")
+        return self.start_step
 
     # Steps at which fit() notes (wall time, process CPU time) in self.clock, once the device has
     # finished the steps before (initsuite.bench times windows of this very loop with it).
@@ -378,9 +466,8 @@ class Trainer:
         return out
 
     def _flush(self) -> None:
-        for name, rows in self.rows.items():
-            df = pd.DataFrame(rows) if rows else empty_table(name)
-            self.rdir.write_table(name, df)
+        self.rdir.write_tables({name: pd.DataFrame(rows) if rows else empty_table(name)
+                                for name, rows in self.rows.items()})
 
 
 def train_dataset(data, batch_size: int, seed: int):

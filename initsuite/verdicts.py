@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from initsuite import tables as schema
+from initsuite.tables import FINISHED
 
 GRADIENT_RATIO = 10.0  # first/top hidden-layer dC/ds variance outside [1/10, 10]: vanishing / exploding
 ACTIVATION_RATIO = 10.0  # top/first hidden-layer activation std outside [1/10, 10]: collapsing / exploding
@@ -217,7 +218,7 @@ def diagnose(run_row: Any, layer_stats: pd.DataFrame, metrics: pd.DataFrame) -> 
     """The verdicts of one run (its ``runs`` row as a dict or Series, and its own tables);
     ``healthy`` when no check fires."""
     status = _get(run_row, "status")
-    if status in ("failed", "running"):  # nothing finished to judge
+    if status not in FINISHED:  # failed, running, interrupted, damaged: nothing finished to judge
         error = _get(run_row, "error")
         return [Verdict(status, "error" if status == "failed" else "info",
                         f"the run {'failed' if status == 'failed' else 'has not finished'}"

@@ -211,10 +211,12 @@ def test_collect_tolerates_broken_and_unfinished_run_folders(tmp_path):
     skipped = {Path(f).name: why for f, why in again.skipped}
     assert set(skipped) == {"aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc"}
     assert "status.json" in skipped["aaaaaaaaaaaa"] and "config.yaml" in skipped["bbbbbbbbbbbb"]
-    assert "table" in skipped["cccccccccccc"]
+    assert "metrics.parquet" in skipped["cccccccccccc"]
     assert [Path(p).name for p in again.pending] == ["dddddddddddd"]
     runs = pd.read_parquet(sweep_dir / "runs.parquet")
-    assert sorted(runs.status) == ["done", "done", "running"] and runs.run_id.is_unique
+    assert sorted(runs.status) == ["damaged"] * 3 + ["done", "done", "running"] and runs.run_id.is_unique
+    assert dict(zip(runs.run_id, runs.reason)) == {**skipped, **{rid: None for rid in runs.run_id
+                                                                 if rid not in skipped}}
     for name in TABLE_COLUMNS:
         df = pd.read_parquet(sweep_dir / f"{name}.parquet")
         if len(df):
