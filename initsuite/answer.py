@@ -437,7 +437,7 @@ def write(tables: Mapping[str, pd.DataFrame], sweep_dir) -> Optional[str]:
     return the answer's HTML section for the top of the report; otherwise None."""
     from pathlib import Path
 
-    from initsuite.results import atomic_write_text
+    from initsuite.atomic import atomic_write_text
 
     if not applies(tables.get("runs")):
         return None

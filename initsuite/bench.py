@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from initsuite.results import atomic_write_text
+from initsuite.atomic import atomic_write_text
 
 BASELINE = "keras_fit"
 VARIANTS = ("keras_fit", "initsuite_default", "initsuite_forensics", "initsuite_all", "keras_tensorboard")

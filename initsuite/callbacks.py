@@ -112,7 +112,7 @@ def _resolve_data_once(config: DictConfig, sweep_dir: Path) -> None:
         print(f"initsuite: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    from initsuite.results import atomic_write_text
+    from initsuite.atomic import atomic_write_text
 
     # A relaunch re-resolves: a sweep started on the sample and resumed with real data gets new run ids.
     atomic_write_text(sweep_dir / sweep.DATA_SOURCES_NAME, json.dumps(resolutions, indent=1))

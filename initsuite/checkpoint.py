@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from initsuite.results import atomic_write_bytes
+from initsuite.atomic import atomic_write_bytes
 
 CHECKPOINT_NAME = "checkpoint.npz"
 SIGNALS = ("SIGTERM", "SIGUSR1")  # always handled while a run trains

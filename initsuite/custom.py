@@ -73,8 +73,8 @@ from omegaconf import DictConfig, OmegaConf
 from initsuite import activations, initializers, lsuv  # noqa: F401  (lsuv: data-driven inits)
 from initsuite.models import BuiltModel, ProbePoint
 from initsuite.registry import Registry
-from initsuite.tables import OUTPUT
-from initsuite.results import atomic_write_text, run_dir_for
+from initsuite.atomic import atomic_write_text
+from initsuite.tables import OUTPUT, run_id
 
 KEEP = "keep"  # activation=keep: the builder gets no activation, the model keeps its own
 REINIT_FILE = "reinitialized.json"
@@ -593,7 +593,8 @@ def build(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
 def _write_record(cfg, record: Dict[str, Any]) -> None:
     """``reinitialized.json`` in the run folder, when building inside a run."""
     try:
-        folder = run_dir_for(OmegaConf.to_container(cfg, resolve=True)).path
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        folder = Path(resolved["paths"]["runs"]).expanduser().resolve() / run_id(resolved)
     except Exception:  # a config without paths (a bare build in a test or notebook)
         return
     if folder.is_dir():

@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from initsuite.results import atomic_write_text
+from initsuite.atomic import atomic_write_text
 
 LEASE_NAME = "lease.json"
 HEARTBEAT_S = 30.0  # defaults of train.lease_heartbeat_s / train.lease_stale_s (initsuite.config)

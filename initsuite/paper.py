@@ -28,7 +28,7 @@ import pandas as pd
 
 from initsuite import plots
 from initsuite.plots import FigureFile
-from initsuite.results import atomic_write_text
+from initsuite.atomic import atomic_write_text
 from initsuite.tables import check_seeds_only, with_series
 
 EXPERIMENT = "glorot2010"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, TextIO
 
-from initsuite.results import atomic_write_text
+from initsuite.atomic import atomic_write_text
 from initsuite.tables import HELD
 
 PROGRESS_DIR = ".progress"

@@ -25,7 +25,7 @@ import pandas as pd
 
 from initsuite import paper, plots, tables as schema, theory_plots, verdicts
 from initsuite.plots import FigureFile
-from initsuite.results import atomic_write_text
+from initsuite.atomic import atomic_write_text
 from initsuite.tables import TABLES
 
 
@@ -247,7 +247,7 @@ def build(sweep_dir: Path, tables: Optional[Dict[str, pd.DataFrame]] = None,
 def _select(tables: Dict[str, pd.DataFrame], sweep_dir: Path):
     """:func:`initsuite.selection.apply` over the config columns; the choices go to ``selection.csv``."""
     from initsuite import selection
-    from initsuite.results import atomic_write_text
+    from initsuite.atomic import atomic_write_text
     from initsuite.tables import config_columns
 
     cols = [c for c in config_columns(tables["runs"]) if c not in (selection.TUNE_AXIS, selection.TUNE_METRIC)]

@@ -53,7 +53,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from initsuite import checkpoint, data, lease, progress, tables, verdicts
 from initsuite.configure import compose
-from initsuite.results import RunDir, atomic_write_tables, describe_error, run_id
+from initsuite.atomic import atomic_write_tables, describe_error
+from initsuite.results import RunDir
+from initsuite.tables import run_id
 from initsuite.tables import (COLLECT_FIELDS, DAMAGED, FINISHED, HELD, RUN_FIELDS, RUN_TABLES, STATUSES, TABLES,
                               empty_table)
 

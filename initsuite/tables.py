@@ -22,6 +22,9 @@ Pure pandas: nothing here imports TensorFlow, Hydra or matplotlib.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -114,6 +117,13 @@ def identity_dict(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     if isinstance(d.get("train"), Mapping):
         d["train"] = {k: v for k, v in d["train"].items() if k not in ID_EXCLUDED_TRAIN}
     return d
+
+
+def run_id(cfg: Dict[str, Any]) -> str:
+    """A 12-hex-digit hash of the resolved config, output paths excluded: the same
+    experiment always gets the same id, so a relaunched sweep finds finished runs."""
+    blob = json.dumps(identity_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def identity_columns(cfg: Mapping[str, Any]) -> Dict[str, Any]:

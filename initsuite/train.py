@@ -29,10 +29,12 @@ from initsuite import data as data_mod
 from initsuite import lease as leases
 from initsuite.config import ConfigError, check as check_values
 from initsuite.data import DataError
+from initsuite.atomic import describe_error
 from initsuite.optim import OPTIMIZERS, make_optimizer
 from initsuite.registry import UnknownNameError
-from initsuite.results import RunDir, describe_error, run_id
-from initsuite.tables import FINISHED, HELD, TABLE_COLUMNS, empty_table
+from initsuite.results import RunDir
+from initsuite.results import run_dir_for as _run_dir_for
+from initsuite.tables import FINISHED, HELD, TABLE_COLUMNS, empty_table, run_id
 
 EVAL_BATCH = 1000
 
@@ -71,6 +73,11 @@ def validate(cfg) -> None:
     if cfg.model.name not in models.MODELS and cfg.model.name != "custom":
         models.MODELS.get(cfg.model.name)
     OPTIMIZERS.get(cfg.optimizer.name)
+
+
+def run_dir_for(cfg) -> RunDir:
+    """The run folder of a composed config (``dataset.source`` pinned first: :func:`pin_data_source`)."""
+    return _run_dir_for(as_container(cfg))
 
 
 def pin_data_source(cfg, resolutions: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
@@ -158,6 +165,7 @@ def run_cli(cfg) -> RunResult:
     from initsuite.configure import user_message
 
     try:
+        pin_data_source(cfg)
         path = run_dir_for(cfg).path
     except Exception:  # does not resolve: run() raises the error below
         path = None

@@ -17,7 +17,9 @@ from omegaconf import OmegaConf
 
 from initsuite import lease, progress, report, sweep
 from initsuite.configure import compose
-from initsuite.results import RunDir, atomic_write_bytes, run_id
+from initsuite.atomic import atomic_write_bytes
+from initsuite.results import RunDir
+from initsuite.tables import run_id
 from initsuite.tables import HELD, TABLE_COLUMNS, empty_table
 
 ROOT = Path(__file__).resolve().parent.parent

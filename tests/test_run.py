@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY
-from initsuite import results, tables
+from initsuite import atomic, results, tables
 from initsuite.train import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ def test_continue_past_nan_when_configured(make_cfg):
 def test_atomic_table_write_never_leaves_half_a_file(tmp_path, monkeypatch):
     path = tmp_path / "t.parquet"
     good = pd.DataFrame({"a": [1, 2]})
-    results.atomic_write_table(path, good)
+    atomic.atomic_write_table(path, good)
 
     def boom(self, *a, **k):
         Path(a[0]).write_bytes(b"PAR1 half")
@@ -112,7 +112,7 @@ def test_atomic_table_write_never_leaves_half_a_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", boom)
     with pytest.raises(KeyboardInterrupt):
-        results.atomic_write_table(path, pd.DataFrame({"a": [3]}))
+        atomic.atomic_write_table(path, pd.DataFrame({"a": [3]}))
     monkeypatch.undo()
     pd.testing.assert_frame_equal(pd.read_parquet(path), good)
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]

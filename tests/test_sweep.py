@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 
 from initsuite import progress, sweep
 from initsuite.configure import compose
-from initsuite.results import RunDir, run_id
+from initsuite.results import RunDir
+from initsuite.tables import run_id
 from initsuite.tables import CONFIG_COLUMNS, TABLE_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
