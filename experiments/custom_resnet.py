@@ -36,7 +36,7 @@ def build(input_shape, num_classes, activation="relu", blocks=1, width=16):
 
 
 if __name__ == "__main__":
-    from initsuite.api import compare, summary
+    from initsuite.sweep.api import compare, summary
 
     tables = compare("experiments.custom_resnet:build", inits=["he_normal", "glorot_uniform", "truncated_normal_tutorial"],
                      dataset="cifar10", steps=300, overrides=sys.argv[1:])

@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):  # lazy: `initsuite.compare` imports TensorFlow only when used
     if name == "compare":
-        from initsuite.api import compare
+        from initsuite.sweep.api import compare
 
         return compare
     raise AttributeError(f"module 'initsuite' has no attribute {name!r}")

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from initsuite.configure import compose, user_message
+
 COMMANDS = {
     "run": "one instrumented training run: initsuite run init=he_normal activation=relu model.depth=10",
     "sweep": "a resumable sweep of a preset's grid, collected, drawn and reported: initsuite sweep experiment=smoke",
@@ -40,6 +42,57 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _is_hydra_key(override: str) -> bool:
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
+
+
+def covering_jobs(jobs: Sequence[Sequence[str]]) -> List[List[str]]:
+    """The jobs of a grid that together contain every value of every axis at least once
+    (about the sum of the axis lengths, not their product): enough to find a bad value."""
+    seen, out = set(), []
+    for job in jobs:
+        new = set(job) - seen
+        if new or not out:
+            out.append(list(job))
+            seen |= new
+    return out
+
+
+def check_cli(args: Sequence[str], sweep: bool = False) -> None:
+    """Compose what a command line asks for (every value of every swept axis) and run the
+    suite's checks (:func:`initsuite.run.train.validate`) before Hydra starts and before any
+    folder is made; a mistake prints one line ``initsuite: <key...>: <what is wrong>`` and
+    exits with status 2. Command lines with Hydra flags (``--cfg``, ``--help``...) are left
+    to Hydra."""
+    args = [a for a in args if a not in ("--multirun", "-m")]
+    if any(a.startswith("-") for a in args):
+        return
+    overrides = [a for a in args if not _is_hydra_key(a)]
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from initsuite.run.train import validate
+        from initsuite.sweep import DEFAULT_EXPERIMENT, job_overrides
+
+        if sweep and not any(a.lstrip("+").startswith("experiment=") for a in overrides):
+            overrides.append(f"experiment={DEFAULT_EXPERIMENT}")
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        base = compose([o.input_line for o in parsed if not o.is_sweep_override()], return_hydra_config=True)
+        params = base.hydra.sweeper.params if sweep else None
+        from omegaconf import OmegaConf
+
+        jobs = job_overrides(OmegaConf.to_container(params) if params else {}, overrides)
+        for job in covering_jobs(jobs):
+            validate(compose(job))
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:
+            return  # not a mistake we know how to explain: Hydra reports it as it always has
+        print(f"initsuite: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
 def _hydra_main(task, argv: Sequence[str], prog: str) -> None:
     """Run ``task(cfg)`` under ``@hydra.main`` with the packaged configs and ``argv`` as its command line."""
     import hydra
@@ -53,14 +106,13 @@ def _hydra_main(task, argv: Sequence[str], prog: str) -> None:
 
 def cmd_run(argv: Sequence[str]) -> None:
     from initsuite.configure import check_cli
-    from initsuite.train import run_cli
+    from initsuite.run.train import run_cli
 
     check_cli(list(argv))  # a mistake: one line naming the key, exit 2, before any folder is made
     _hydra_main(run_cli, argv, "initsuite run")
 
 
 def cmd_sweep(argv: Sequence[str]) -> None:
-    from initsuite.configure import check_cli
     from initsuite.sweep import sweep_argv, sweep_job
 
     check_cli(list(argv), sweep=True)  # a mistake: one line naming the key, exit 2, before any folder
@@ -86,7 +138,7 @@ def cmd_collect(argv: Sequence[str]) -> None:
 
 
 def cmd_figures(argv: Sequence[str]) -> None:
-    from initsuite import report
+    from initsuite.analysis import report
 
     sweep = _folder(argv, "figures")
     if not (sweep / "runs.parquet").exists():  # not collected yet: collect now (imports the sweep machinery)
@@ -97,7 +149,7 @@ def cmd_figures(argv: Sequence[str]) -> None:
 
 
 def cmd_tensorboard(argv: Sequence[str]) -> None:
-    from initsuite.export import write_tensorboard
+    from initsuite.sweep.export import write_tensorboard
 
     log_dir = write_tensorboard(_folder(argv, "tensorboard"))
     print(f"view with: tensorboard --logdir {log_dir}")
@@ -113,7 +165,7 @@ def cmd_paper(argv: Sequence[str]) -> None:
     """The glorot2010 sweep at a scale, its Fig. 2 run, then the paper's figures, Table 1 and report."""
     import argparse
 
-    from initsuite import paper, report
+    from initsuite.analysis import paper, report
 
     p = argparse.ArgumentParser(prog="initsuite paper", description=COMMANDS["paper"])
     p.add_argument("--scale", default=os.environ.get("PAPER_SCALE") or None,

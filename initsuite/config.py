@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 @dataclass
 class DatasetConfig:
     name: str = "mnist"  # mnist | fashion_mnist | cifar10 | synthetic | shapeset
-    source: str = "auto"  # auto | tfds | files | embedded (ignored for synthetic and shapeset); see initsuite.data
+    source: str = "auto"  # auto | tfds | files | embedded (ignored for synthetic and shapeset); see initsuite.setup.data
     path: Optional[str] = None  # folder with the standard distribution files (source=files)
     data_dir: Optional[str] = None  # tfds data_dir; None = tfds default (~/tensorflow_datasets)
     valid_size: int = 10000  # examples of the official train split held out for validation
@@ -44,7 +44,7 @@ class ModelConfig:
 
 @dataclass
 class InitConfig:
-    name: str = "glorot_uniform"  # registry key in initsuite.initializers
+    name: str = "glorot_uniform"  # registry key in initsuite.setup.initializers
     label: Optional[str] = None  # the name in tables and legends; defaults to `name`
     stddev: Optional[float] = None  # random_normal / truncated_normal
     mean: float = 0.0
@@ -60,7 +60,7 @@ class InitConfig:
 
 @dataclass
 class ActivationConfig:
-    name: str = "tanh"  # registry key in initsuite.activations
+    name: str = "tanh"  # registry key in initsuite.setup.activations
     alpha: Optional[float] = None  # leaky_relu slope / elu alpha (None = the activation's default)
 
 
@@ -88,10 +88,10 @@ class TrainConfig:
     mixed_precision: bool = False  # bfloat16 compute (mixed_bfloat16 policy); statistics stay float32
     threads: int = 0  # TensorFlow intra/inter-op threads (0 = TensorFlow's choice)
     progress: bool = True  # per-run progress bar with the loss
-    # Run leases (initsuite.lease): one process per run folder, across launchers and hosts.
+    # Run leases (initsuite.run.lease): one process per run folder, across launchers and hosts.
     lease_heartbeat_s: float = 30.0  # seconds between heartbeats of a run's lease.json
     lease_stale_s: float = 300.0  # a lease whose heartbeat is older than this is taken over
-    # Checkpoints (initsuite.checkpoint): a relaunch resumes an interrupted run where it stopped.
+    # Checkpoints (initsuite.run.checkpoint): a relaunch resumes an interrupted run where it stopped.
     checkpoint_every: int = 0  # steps between checkpoints (0 = by time only)
     checkpoint_minutes: float = 10.0  # minutes of training between checkpoints (0 = by steps only)
 
@@ -114,7 +114,7 @@ class PathsConfig:
 
 @dataclass
 class TuneConfig:
-    # select over this swept config key per group of the other config columns (initsuite.selection),
+    # select over this swept config key per group of the other config columns (initsuite.analysis.selection),
     # e.g. optimizer.lr (several: "optimizer.lr,model.depth"); None = no selection
     axis: Optional[str] = None
     metric: str = "valid_error"  # lowest is best: valid_error (best over evaluations) or a numeric runs column

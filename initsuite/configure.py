@@ -3,9 +3,8 @@ the command line does."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, Optional
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -50,7 +49,7 @@ def user_message(exc: BaseException) -> Optional[str]:
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     from initsuite.config import ConfigError
-    from initsuite.data import DataError
+    from initsuite.setup.data import DataError
     from initsuite.registry import UnknownNameError
 
     if isinstance(exc, MissingConfigException):
@@ -71,7 +70,7 @@ def user_message(exc: BaseException) -> Optional[str]:
         return _one_line(str(exc))
     if isinstance(exc, (ConfigError, DataError, UnknownNameError)):
         return _one_line(str(exc))
-    from initsuite.custom import BuilderError
+    from initsuite.setup.custom import BuilderError
 
     if isinstance(exc, BuilderError):
         return _one_line(str(exc))
@@ -91,54 +90,3 @@ def _known_keys(cause) -> str:
     except Exception:  # pragma: no cover
         fields = None
     return f" ({parent} has: {', '.join(fields)})" if fields else ""
-
-
-def _is_hydra_key(override: str) -> bool:
-    key = override.lstrip("+~").split("=", 1)[0]
-    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
-
-
-def covering_jobs(jobs: Sequence[Sequence[str]]) -> List[List[str]]:
-    """The jobs of a grid that together contain every value of every axis at least once
-    (about the sum of the axis lengths, not their product): enough to find a bad value."""
-    seen, out = set(), []
-    for job in jobs:
-        new = set(job) - seen
-        if new or not out:
-            out.append(list(job))
-            seen |= new
-    return out
-
-
-def check_cli(args: Sequence[str], sweep: bool = False) -> None:
-    """Compose what a command line asks for (every value of every swept axis) and run the
-    suite's checks (:func:`initsuite.train.validate`) before Hydra starts and before any
-    folder is made; a mistake prints one line ``initsuite: <key...>: <what is wrong>`` and
-    exits with status 2. Command lines with Hydra flags (``--cfg``, ``--help``...) are left
-    to Hydra."""
-    args = [a for a in args if a not in ("--multirun", "-m")]
-    if any(a.startswith("-") for a in args):
-        return
-    overrides = [a for a in args if not _is_hydra_key(a)]
-    try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        from initsuite.sweep import DEFAULT_EXPERIMENT, job_overrides
-        from initsuite.train import validate
-
-        if sweep and not any(a.startswith("+experiment=") for a in overrides):
-            overrides.append(f"+experiment={DEFAULT_EXPERIMENT}")
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        base = compose([o.input_line for o in parsed if not o.is_sweep_override()], return_hydra_config=True)
-        params = base.hydra.sweeper.params if sweep else None
-        from omegaconf import OmegaConf
-
-        jobs = job_overrides(OmegaConf.to_container(params) if params else {}, overrides)
-        for job in covering_jobs(jobs):
-            validate(compose(job))
-    except Exception as exc:
-        message = user_message(exc)
-        if message is None:
-            return  # not a mistake we know how to explain: Hydra reports it as it always has
-        print(f"initsuite: {message}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None

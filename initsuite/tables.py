@@ -39,7 +39,7 @@ FINISHED = ("done", "diverged")  # a relaunched sweep skips these
 # Never in status.json: the runs table's status of a folder collect cannot read (its
 # `reason` column says why; the next launch reruns it) ...
 DAMAGED = "damaged"
-# ... and a launcher's outcome for a run another live process holds (initsuite.lease).
+# ... and a launcher's outcome for a run another live process holds (initsuite.run.lease).
 HELD = "held"
 
 LAYER_STATS_COLUMNS = ["run_id", "step", "epoch", "layer", "layer_index", "tensor", "stat", "value"]
@@ -61,7 +61,7 @@ RUN_FIELDS = ["status", "first_nonfinite_step", "first_nonfinite_layer", "first_
               "first_nonfinite_tensor",
               *[f"final_{split}_{metric}" for split in ("train", "valid", "test") for metric in ("loss", "error")],
               "steps", "total_steps", "wall_s", "train_s", "device", "host", "started", "updated", "error",
-              # the data actually used (initsuite.data.Resolved.describe) and its split sizes
+              # the data actually used (initsuite.setup.data.Resolved.describe) and its split sizes
               "data", "n_train", "n_valid", "n_test"]
 # Columns collect adds: who holds an unfinished run now ("host:pid" of a live lease, else
 # empty) and why a `damaged` folder could not be read.
@@ -93,9 +93,9 @@ IDENTITY_COLUMNS: Dict[str, str] = {
     "batch_size": "train.batch_size",
     "epochs": "train.epochs",
     "seed": "seed",
-    # theory needs every run's constant bias (initsuite.theory.run_bias), varying or not
+    # theory needs every run's constant bias (initsuite.analysis.theory.run_bias), varying or not
     "init.bias": "init.bias",
-    # the axis a sweep selects along and by which metric (initsuite.selection), or None
+    # the axis a sweep selects along and by which metric (initsuite.analysis.selection), or None
     "tune_axis": "tune.axis",
     "tune_metric": "tune.metric",
 }

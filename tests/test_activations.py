@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from initsuite import activations
+from initsuite.setup import activations
 from initsuite.configure import CONF_DIR, compose
 from initsuite.registry import UnknownNameError
 
@@ -41,7 +41,7 @@ def test_unknown_activation_lists_valid_names():
         activations.get("tanhh")
 
 
-# `keep` is not an activation: model=custom keeps its own (initsuite.custom)
+# `keep` is not an activation: model=custom keeps its own (initsuite.setup.custom)
 PRESETS = sorted(p.stem for p in (CONF_DIR / "activation").glob("*.yaml") if p.stem != "keep")
 
 

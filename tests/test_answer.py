@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initsuite import answer, report
-from initsuite.initializers import TRUNCATED_VARIANCE_FACTOR as TVF
+from initsuite.analysis import answer, report
+from initsuite.setup.initializers import TRUNCATED_VARIANCE_FACTOR as TVF
 
 NAMES = {"truncated_normal_tf1": "truncated_normal", "truncated_normal_tutorial": "truncated_normal"}
 

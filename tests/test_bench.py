@@ -40,7 +40,7 @@ def test_summary_takes_medians_and_paired_ratios():
 
 
 def test_flops_of_the_paper_mlp_and_the_cnn(make_cfg):
-    from initsuite import models
+    from initsuite.setup import models
 
     mlp = models.build(make_cfg("model=mlp", "model.depth=5", "model.width=1000"), (28, 28, 1), 10).model
     assert bench.model_flops(mlp) == 2 * (784 * 1000 + 4 * 1000 * 1000 + 1000 * 10)  # 9,588,000
@@ -133,8 +133,8 @@ def test_compare_stats_scales_each_family():
 @pytest.mark.parametrize("name", ["normal", "relu", "ties", "constant", "one", "two", "huge", "nonfinite",
                                   "all_nonfinite", "empty"])
 def test_selection_statistics_equal_numpy_and_the_sorting_reference(name):
-    from initsuite.instrument import stat_names, stats_function
-    from initsuite.probes import tensor_stats
+    from initsuite.measure.instrument import stat_names, stats_function
+    from initsuite.measure.probes import tensor_stats
 
     rng = np.random.default_rng(0)
     x = {
@@ -168,8 +168,8 @@ def test_selection_statistics_equal_numpy_and_the_sorting_reference(name):
 
 
 def test_trainer_clock_marks_the_window_steps(make_cfg, tmp_path):
-    from initsuite.results import RunDir
-    from initsuite.train import Trainer
+    from initsuite.run.results import RunDir
+    from initsuite.run.train import Trainer
 
     cfg = make_cfg(*TINY, "train.max_steps=6")
     rdir = RunDir(tmp_path / "run")
@@ -182,7 +182,7 @@ def test_trainer_clock_marks_the_window_steps(make_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_xla_and_mixed_precision_keep_statistics_within_tolerance(tmp_path):
-    from initsuite.instrument import precision_policy
+    from initsuite.measure.instrument import precision_policy
 
     res = bench.precision_check(tmp_path, log=lambda *_: None)
     for mode in ("xla", "mixed_bfloat16"):

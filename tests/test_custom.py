@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY
-from initsuite import custom, initializers
-from initsuite.custom import BuilderError
+from initsuite.setup import custom, initializers
+from initsuite.setup.custom import BuilderError
 
 THIS = "test_custom"  # this module, importable as a builder path (tests/ is on sys.path)
 FAST = [*TINY, "model=custom", "train.max_steps=2", "probes.every=1", "probes.hist_steps=[]", "train.eval_examples=64"]
@@ -149,7 +149,7 @@ def build(make_cfg, builder, *overrides):
     (f"{THIS}:subclassed", ["activation=keep", "activation"]),  # activation=tanh passed to a builder without it
 ])
 def test_bad_builder_names_the_problem(make_cfg, tmp_path, ref, needles):
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     cfg = make_cfg(*FAST, f"model.builder={ref}", "activation=" + ("keep" if "not_a_model" in ref else "tanh"))
     with pytest.raises(BuilderError) as err:
@@ -262,7 +262,7 @@ def test_registering_a_new_kernel_layer(make_cfg):
 
 
 def test_functional_residual_run_measures_every_kernel_layer(make_cfg):
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     result = run(make_cfg(*FAST, f"model.builder={THIS}:residual_functional", "activation=tanh"))
     assert result.status == "done"
@@ -290,7 +290,7 @@ def test_functional_residual_run_measures_every_kernel_layer(make_cfg):
 
 
 def test_subclassed_and_nested_runs(make_cfg):
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     sub = run(make_cfg(*FAST, f"model.builder={THIS}:subclassed", "activation=keep"))
     names = sub.layer_stats.drop_duplicates("layer").sort_values("layer_index").layer.tolist()
@@ -309,7 +309,7 @@ def test_subclassed_and_nested_runs(make_cfg):
 @pytest.mark.slow  # ~1 min on 2 cores: tracing the instrumented steps grows with the layer count
 def test_deep_model_trains_within_memory(make_cfg):
     """50 narrow conv layers + logits at batch 8: builds, is instrumented, trains 2 steps."""
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     result = run(make_cfg(*FAST, f"model.builder={THIS}:deep", "activation=keep", "init=he_normal",
                           "train.batch_size=8", "probes.batch_size=16", "+model.kwargs.depth=50"))
@@ -318,7 +318,7 @@ def test_deep_model_trains_within_memory(make_cfg):
 
 
 def test_the_example_runs_a_few_steps(make_cfg):
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     result = run(make_cfg(*FAST, "model.builder=experiments.custom_resnet:build", "activation=keep",
                           "dataset.image_shape=[8,8,3]", "+model.kwargs.width=4"))
@@ -332,7 +332,7 @@ def test_the_example_runs_a_few_steps(make_cfg):
 
 
 def test_compare_runs_the_cli_code_path(tmp_path):
-    import initsuite.api as api
+    import initsuite.sweep.api as api
 
     def tiny_net(input_shape, num_classes, activation=None):  # a "notebook" function
         inputs = keras.Input(input_shape)
@@ -344,7 +344,7 @@ def test_compare_runs_the_cli_code_path(tmp_path):
     tables = api.compare(tiny_net, **kwargs)
     runs = tables["runs"]
     assert runs.init.tolist() == ["standard", "glorot_uniform"] and (runs.status == "done").all()
-    assert runs.model.str.startswith("initsuite.custom:registered.tiny_net#").all()
+    assert runs.model.str.startswith("initsuite.setup.custom:registered.tiny_net#").all()
     ls = tables["layer_stats"]
     assert {"init", "activation", "seed", "run_id"} <= set(ls.columns)
     assert set(ls.layer) == {"hidden", "logits"} and set(ls.init) == {"standard", "glorot_uniform"}
@@ -362,8 +362,9 @@ def test_compare_runs_the_cli_code_path(tmp_path):
 def test_the_last_kernel_layer_of_a_custom_model_is_the_output(make_cfg):
     """A model without separate activation layers: its logits are the output layer, not a hidden
     one -- no activation rows, a histogram axis of their own, never the "top hidden layer"."""
-    from initsuite import tables, verdicts
-    from initsuite.train import run
+    from initsuite import tables
+    from initsuite.analysis import verdicts
+    from initsuite.run.train import run
 
     result = run(make_cfg(*FAST, f"model.builder={THIS}:fused", "activation=keep", "init=glorot_uniform",
                           "probes.hist_steps=[0]"))

@@ -1,4 +1,4 @@
-"""Tests for initsuite.data: file formats, tfds path, synthetic data, error messages."""
+"""Tests for initsuite.setup.data: file formats, tfds path, synthetic data, error messages."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from initsuite import data as D
+from initsuite.setup import data as D
 from initsuite.config import DatasetConfig
 
 try:

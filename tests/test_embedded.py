@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from initsuite import data as D
+from initsuite.setup import data as D
 from data_fixtures import write_mnist
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "initsuite"
 HEAVY = ("tensorflow", "keras", "tensorflow_datasets")
 # Modules that read tables only; the future analysis/ folder holds them. Not yet: export (the TensorBoard
 # files are written with TensorFlow's event protos) and sweep.py, which holds the summary but launches runs.
-ANALYSIS = ("plots", "theory_plots", "report", "paper", "verdicts", "theory", "meanfield", "tables")
+# Modules that read tables only: everything under analysis/, plus the table schema and the mean-field maths
+# it uses. (The TensorBoard export, sweep/export.py, writes TensorFlow's event protos, so it lives in sweep/.)
+ANALYSIS = tuple(sorted(f"analysis.{p.stem}" for p in (PACKAGE / "analysis").glob("*.py") if p.stem != "__init__")) \
+    + ("tables", "setup.meanfield")
+# The data flow: a stage may import the top-level modules (config, registry, tables, atomic) and earlier
+# stages, never a later one; analysis imports no stage that trains (measure, run, sweep).
+STAGES = ("setup", "measure", "run", "sweep")
 
 
 def _module_name(path: Path) -> str:
@@ -35,8 +41,8 @@ def _imports(path: Path, top_level_only: bool) -> Set[str]:
             out |= {a.name for a in n.names}
         elif isinstance(n, ast.ImportFrom) and n.module and not n.level:
             out.add(n.module)
-            if n.module == "initsuite":
-                out |= {f"initsuite.{a.name}" for a in n.names}
+            if n.module == "initsuite" or n.module.startswith("initsuite."):  # from initsuite.setup import data
+                out |= {f"{n.module}.{a.name}" for a in n.names}
     return out
 
 
@@ -111,8 +117,34 @@ def test_the_graph_finds_a_planted_circle():
 
 def test_no_import_circles_not_even_through_imports_inside_functions():
     g = graph(top_level_only=False)
-    assert "initsuite.lsuv" in g["initsuite.theory"] and "initsuite.tables" in g["initsuite.plots"]
+    assert "initsuite.setup.lsuv" in g["initsuite.analysis.theory"] and "initsuite.tables" in g["initsuite.analysis.plots"]
     assert find_cycle(g) == []
+
+
+def _stage(module: str):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "initsuite" else None
+
+
+def test_imports_flow_one_way_config_setup_measure_run_sweep():
+    """At import time. (A data-driven initializer, setup/lsuv.py, runs measure's taps when it
+    initializes a model, and imports them then: measurement is what it is made of.)"""
+    g = graph(top_level_only=True)
+    wrong = []
+    for mod, deps in g.items():
+        here = _stage(mod)
+        for d in deps:
+            there = _stage(d)
+            if there is None or there == here or d.split(".")[0] != "initsuite":
+                continue
+            if here == "analysis" and there in ("measure", "run", "sweep"):
+                wrong.append((mod, d))
+            elif here in STAGES and there in STAGES and STAGES.index(there) > STAGES.index(here):
+                wrong.append((mod, d))
+            elif here in ("setup", "measure", "run") and there == "analysis":
+                wrong.append((mod, d))
+    assert not wrong, f"imports against the data flow: {wrong}"
+    assert {_stage(m) for m in g} >= {"setup", "measure", "run", "sweep", "analysis"}
 
 
 @pytest.mark.parametrize("module", ANALYSIS)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from initsuite import initializers, lsuv  # noqa: F401  (lsuv registers lsuv and critical)
+from initsuite.setup import initializers, lsuv  # noqa: F401  (lsuv registers lsuv and critical)
 from initsuite.configure import CONF_DIR, compose
 from initsuite.registry import UnknownNameError
 
@@ -73,7 +73,7 @@ def test_layer_seeds_differ_and_repeat():
 
 
 def test_same_shaped_layers_do_not_share_weights():
-    from initsuite import models
+    from initsuite.setup import models
 
     cfg = compose(["dataset=synthetic", "model.depth=3", "model.width=16", "init=glorot_uniform"])
     built = models.build(cfg, (4, 4, 1), 10)
@@ -94,7 +94,7 @@ def test_every_init_preset_composes_and_names_a_registered_initializer(preset):
 
 
 def test_tutorial_preset_has_bias_01():
-    from initsuite import models
+    from initsuite.setup import models
 
     cfg = compose(["init=truncated_normal_tutorial", "model.depth=2", "model.width=8"])
     built = models.build(cfg, (4, 4, 1), 10)
@@ -177,7 +177,7 @@ def test_thread_inits_closed_forms():
 
 
 def test_theory_reads_the_realised_variance_of_the_thread_inits():
-    from initsuite import theory
+    from initsuite.analysis import theory
 
     fans = [(784, 256), (256, 256), (256, 10)]
     sw = lambda init: theory.run_sigmas({"init": init}, fans).sigma_w2  # noqa: E731

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from conftest import TINY
-from initsuite import lsuv, theory
+from initsuite.setup import lsuv
+from initsuite.analysis import theory
 from initsuite.configure import compose
 
 
@@ -20,7 +21,7 @@ def _output_var(model, layer, x) -> float:
 
 @pytest.mark.parametrize("act", ["tanh", "relu"])
 def test_lsuv_makes_every_layer_unit_variance_on_its_batch(act):
-    from initsuite import models
+    from initsuite.setup import models
 
     cfg = compose(["init=lsuv", f"activation={act}", "model.depth=4", "model.width=64"])
     built = models.build(cfg, (8, 8, 1), 10)
@@ -43,7 +44,7 @@ def test_lsuv_makes_every_layer_unit_variance_on_its_batch(act):
 
 
 def test_lsuv_pre_init_is_orthonormal():
-    from initsuite import models
+    from initsuite.setup import models
 
     built = models.build(compose(["init=lsuv", "model.depth=2", "model.width=32"]), (8, 8, 1), 10)
     w = np.asarray(built.model.get_layer("dense_01").kernel, dtype=np.float64)
@@ -53,7 +54,7 @@ def test_lsuv_pre_init_is_orthonormal():
 def _custom_model(kind: str, activation: str):
     import keras
 
-    from initsuite.models import BuiltModel, ProbePoint
+    from initsuite.setup.models import BuiltModel, ProbePoint
 
     if kind == "sequential":
         layers = [keras.layers.Conv2D(8, 3, activation=activation, name="conv"),
@@ -89,7 +90,7 @@ def test_lsuv_works_on_custom_models(kind):
     x = np.random.default_rng(1).uniform(0, 1, (64, 8, 8, 1)).astype(np.float32)
     info = lsuv.lsuv(built, x)
     assert info["converged"]
-    from initsuite.probes import Taps
+    from initsuite.measure.probes import Taps
 
     taps = Taps({p.name: p.act_layer for p in built.points})  # an independent read of the outputs
     with taps.record() as out:
@@ -115,7 +116,7 @@ def test_lsuv_records_a_layer_it_cannot_fix():
 
 
 def test_lsuv_run_records_init_info(make_cfg):
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     r = run(make_cfg(*TINY, "init=lsuv", "activation=tanh", "train.max_steps=2"))
     status = json.loads((r.path / "status.json").read_text())
@@ -136,7 +137,7 @@ def test_lsuv_run_records_init_info(make_cfg):
 
 @pytest.mark.parametrize("act,expected", [("tanh", 1.0), ("relu", 2.0), ("leaky_relu", 2 / 1.04)])
 def test_critical_puts_the_activation_at_chi1_one(make_cfg, act, expected):
-    from initsuite import models
+    from initsuite.setup import models
 
     cfg = make_cfg("init=critical", f"activation={act}", "model.depth=3", "model.width=256")
     built = models.build(cfg, (16, 16, 1), 10)
@@ -151,7 +152,7 @@ def test_critical_puts_the_activation_at_chi1_one(make_cfg, act, expected):
 def test_critical_run_keeps_relu_signal_level(make_cfg):
     """Through the run's post_build hook: at sigma_w^2 = 2 a ReLU net keeps the pre-activation
     variance layer after layer (He et al. 2015), and status.json records what was done."""
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     r = run(make_cfg(*TINY, "init=critical", "activation=relu", "model.width=256", "model.depth=6",
                      "train.max_steps=0"))
@@ -164,7 +165,7 @@ def test_critical_run_keeps_relu_signal_level(make_cfg):
 
 
 def test_critical_gain_moves_off_the_edge(make_cfg):
-    from initsuite import models
+    from initsuite.setup import models
 
     cfg = make_cfg("init=critical", "init.gain=1.5", "activation=tanh", "model.depth=2", "model.width=256")
     built = models.build(cfg, (16, 16, 1), 10)

@@ -4,7 +4,7 @@ published architectures, and one instrumented run of each."""
 import numpy as np
 import pytest
 
-from initsuite import models
+from initsuite.setup import models
 from initsuite.configure import compose
 
 MNIST = (28, 28, 1)
@@ -66,7 +66,7 @@ def test_caffe_lenet_says_what_input_it_needs():
 
 @pytest.mark.parametrize("name", ["tf_deep_mnist", "caffe_lenet"])
 def test_thread_net_runs_instrumented(name, make_cfg):
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     r = run(make_cfg("dataset=synthetic", "dataset.image_shape=[28,28,1]", "dataset.n_train=64", "dataset.n_valid=32",
                      "dataset.n_test=32", f"model={name}", "activation=relu", "init=caffe_xavier",

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initsuite import paper
+from initsuite.analysis import paper
 from test_plots import synthetic_tables
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +126,7 @@ def test_paper_figures_are_all_drawn(grid_tables, tmp_path):
 
 
 def test_fig2_draws_each_layer_with_std_bars(grid_tables):
-    from initsuite import plots
+    from initsuite.analysis import plots
 
     fig = plots.layer_traces(grid_tables["layer_stats"], [("s", dict(activation="sigmoid", init="standard", depth=4))],
                              lines=(), bars=("mean", "std"))
@@ -185,7 +185,7 @@ def test_make_paper_tiny_end_to_end(tmp_path):
 
 
 def test_table1_marks_entries_worse_than_the_best_by_welch_t_over_seeds():
-    from initsuite import stats
+    from initsuite.analysis import stats
 
     t = synthetic_tables(datasets=("shapeset",), depths=(5,), experiment="glorot2010", seeds=(0, 1, 2),
                          inits=("standard", "glorot_uniform"), activations=("tanh", "softsign"), diverge=("-", "-"))
@@ -209,7 +209,7 @@ def test_table1_marks_entries_worse_than_the_best_by_welch_t_over_seeds():
 
 
 def test_a_tuned_sweep_picks_the_rate_per_pair_for_table1_figures_and_report(tmp_path):
-    from initsuite import report
+    from initsuite.analysis import report
 
     def at(lr, shift):
         t = synthetic_tables(datasets=("shapeset",), depths=(5,), experiment="glorot2010", seeds=(0, 1, 2),

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from initsuite.train import run
+from initsuite.run.train import run
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 SOURCES = {

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initsuite import plots
+from initsuite.analysis import plots
 from initsuite.tables import CONFIG_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -243,7 +243,7 @@ def test_selected_steps():
 
 
 def test_plotting_imports_neither_tensorflow_nor_hydra():
-    code = ("import sys; import initsuite.plots, initsuite.report, initsuite.paper; "
+    code = ("import sys; import initsuite.analysis.plots, initsuite.analysis.report, initsuite.analysis.paper; "
             "bad = [m for m in ('tensorflow', 'keras', 'hydra', 'omegaconf') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -252,7 +252,7 @@ def test_plotting_imports_neither_tensorflow_nor_hydra():
 
 def test_a_varying_parameter_is_a_line_of_its_own_everywhere(tmp_path):
     """Two stddevs of one initializer: never averaged, named in every legend, row and ranking."""
-    from initsuite import paper, theory_plots, verdicts
+    from initsuite.analysis import paper, theory_plots, verdicts
     from initsuite.sweep import summary_table
 
     base = synthetic_tables(inits=("truncated_normal",), activations=("tanh",), depths=(3, 5), diverge=("-", "-"))

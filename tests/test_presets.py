@@ -47,7 +47,7 @@ def test_every_value_on_every_axis_composes(name):
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_trains_a_few_steps_on_synthetic_data(name, tmp_path):
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     point = grid(name)[0]
     cfg = compose([*point, *SYNTHETIC, f"paths.results={tmp_path}"])
@@ -94,7 +94,7 @@ def test_depth_limits_goes_past_50_layers():
 
 
 def test_caffe_to_tensorflow_asks_the_threads_question():
-    from initsuite import initializers
+    from initsuite.setup import initializers
 
     cfg = compose(["experiment=caffe_to_tensorflow"], return_hydra_config=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from initsuite.probes import Taps, percentile_name, tensor_stats
+from initsuite.measure.probes import Taps, percentile_name, tensor_stats
 
 
 def test_tensor_stats_match_numpy_and_skip_nonfinite():
@@ -53,8 +53,8 @@ def _softmax(a):
 
 def test_probe_matches_numpy_backprop(make_cfg):
     """A 2-hidden-layer tanh MLP: every statistic the probe reports, recomputed by hand."""
-    from initsuite import models
-    from initsuite.instrument import Instrument
+    from initsuite.setup import models
+    from initsuite.measure.instrument import Instrument
 
     import keras
 

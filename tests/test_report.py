@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initsuite import report
+from initsuite.analysis import report
 from test_plots import synthetic_tables
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def test_figures_entry_point_collects_and_builds(tmp_path, capsys):
     import runpy
 
     from initsuite.configure import compose
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     sweep = tmp_path / "sweeps" / "mine"
     for init in ("standard", "glorot_uniform"):
@@ -127,7 +127,7 @@ def test_figures_entry_point_collects_and_builds(tmp_path, capsys):
 
 
 def test_tensorboard_export_holds_the_tables_values(tmp_path):
-    from initsuite import export
+    from initsuite.sweep import export
 
     t = synthetic_tables(inits=("standard", "glorot_uniform"), activations=("tanh",), seeds=(0,), steps=(0, 10),
                          depths=(2,))

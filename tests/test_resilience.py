@@ -15,10 +15,16 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from initsuite import lease, progress, report, sweep
+from initsuite.run import lease
+
+from initsuite.sweep import progress
+
+from initsuite.analysis import report
+
+from initsuite import sweep
 from initsuite.configure import compose
 from initsuite.atomic import atomic_write_bytes
-from initsuite.results import RunDir
+from initsuite.run.results import RunDir
 from initsuite.tables import run_id
 from initsuite.tables import HELD, TABLE_COLUMNS, empty_table
 
@@ -284,7 +290,7 @@ BAD = [  # (overrides, what the one-line message must name)
 @pytest.mark.parametrize("entry", ["run", "sweep"])
 @pytest.mark.parametrize("overrides,key", BAD, ids=[" ".join(o) for o, _ in BAD])
 def test_bad_overrides_get_one_line_naming_the_key_and_exit_2(tmp_path, capsys, entry, overrides, key):
-    from initsuite.configure import check_cli
+    from initsuite.cli import check_cli
 
     with pytest.raises(SystemExit) as exit_:
         check_cli(["dataset=synthetic", f"paths.results={tmp_path}/results", *overrides], sweep=entry == "sweep")
@@ -295,7 +301,7 @@ def test_bad_overrides_get_one_line_naming_the_key_and_exit_2(tmp_path, capsys, 
 
 
 def test_good_overrides_pass_the_check(tmp_path):
-    from initsuite.configure import check_cli
+    from initsuite.cli import check_cli
 
     check_cli(["experiment=smoke", f"paths.results={tmp_path}/results", "model.depth=1,2"], sweep=True)
     check_cli(["dataset=synthetic", "--cfg", "job", "model.nope=1"])  # Hydra flags: Hydra's business
@@ -333,7 +339,7 @@ def _tables(result):
 def test_a_run_stopped_by_a_signal_resumes_from_its_checkpoint_with_identical_tables(tmp_path, monkeypatch, capsys):
     import signal as signal_mod
 
-    from initsuite import checkpoint, train
+    from initsuite.run import checkpoint, train
 
     whole = train.run(compose([*RESUME, f"paths.results={tmp_path}/a", "train.progress=false"]))
     assert whole.status == "done" and whole.info["steps"] == 32
@@ -370,7 +376,7 @@ def test_a_run_stopped_by_a_signal_resumes_from_its_checkpoint_with_identical_ta
 def _interrupt_at(monkeypatch, at: int):
     import signal as signal_mod
 
-    from initsuite import train
+    from initsuite.run import train
 
     hook = train.Trainer._step_hook
 
@@ -383,7 +389,7 @@ def _interrupt_at(monkeypatch, at: int):
 
 
 def test_periodic_checkpoints_and_a_checkpoint_that_does_not_fit_is_not_trusted(tmp_path, monkeypatch, capsys):
-    from initsuite import checkpoint, train
+    from initsuite.run import checkpoint, train
 
     common = [*RESUME, "train.progress=false", "train.checkpoint_every=10"]
     saved = []
@@ -412,7 +418,7 @@ def test_periodic_checkpoints_and_a_checkpoint_that_does_not_fit_is_not_trusted(
 def test_under_submitit_its_sigusr2_handler_requeues_after_the_checkpoint(tmp_path, monkeypatch):
     import signal as signal_mod
 
-    from initsuite import checkpoint, train
+    from initsuite.run import checkpoint, train
 
     calls = []
 
@@ -463,7 +469,7 @@ os.replace = replace
 if site == "collect":
     sweep.collect(os.path.join(results, "sweeps", "smoke"))
 else:
-    from initsuite import train
+    from initsuite.run import train
     real_hook = train.Trainer._step_hook
     def hook(self, step):
         if site == "step":
@@ -525,7 +531,7 @@ def test_sigkill_anywhere_then_relaunch_gives_every_run_once_and_the_uninterrupt
 def test_sigterm_to_the_run_command_checkpoints_and_the_same_command_resumes(tmp_path):
     import signal as signal_mod
 
-    from initsuite import checkpoint, train
+    from initsuite.run import checkpoint, train
 
     args = [*RESUME, "train.epochs=100", "train.eval_every=50", "probes.every=40", "probes.hist_steps=[0]",
             "train.progress=false", "train.checkpoint_every=100"]  # 800 steps

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from conftest import TINY
-from initsuite import atomic, results, tables
-from initsuite.train import run
+from initsuite import atomic, tables
+from initsuite.run import results
+from initsuite.run.train import run
 
 ROOT = Path(__file__).resolve().parent.parent
 

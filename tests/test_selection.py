@@ -1,4 +1,4 @@
-"""Tests for initsuite.selection (tuned-axis selection) and initsuite.stats (Welch's t)."""
+"""Tests for initsuite.analysis.selection (tuned-axis selection) and initsuite.analysis.stats (Welch's t)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initsuite import selection as sel
-from initsuite import stats
+from initsuite.analysis import selection as sel
+from initsuite.analysis import stats
 
 COLS = ["dataset", "activation", "init", "lr", "seed"]
 

@@ -1,4 +1,4 @@
-"""Tests for initsuite.shapeset: Shapeset-3x2 classes, seeds, the overlap rule, pixels, the stream."""
+"""Tests for initsuite.setup.shapeset: Shapeset-3x2 classes, seeds, the overlap rule, pixels, the stream."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from initsuite import data as D
-from initsuite import shapeset as S
+from initsuite.setup import data as D
+from initsuite.setup import shapeset as S
 from initsuite.config import DatasetConfig
 
 
@@ -111,7 +111,7 @@ def test_load_gives_fixed_splits_and_a_seeded_online_stream():
     for split in ("train", "valid", "test"):  # the same fixed sets for every run seed
         np.testing.assert_array_equal(a.split(split)[0], b.split(split)[0])
     assert not np.array_equal(a.x_valid[:36], a.x_test)  # splits are different images
-    from initsuite.train import train_dataset
+    from initsuite.run.train import train_dataset
 
     xa, ya = next(iter(train_dataset(a, 16, 5)))
     xb, _ = next(iter(train_dataset(b, 16, 5)))
@@ -126,7 +126,7 @@ def test_load_gives_fixed_splits_and_a_seeded_online_stream():
 
 
 def test_a_run_trains_on_the_stream(make_cfg):
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     r = run(make_cfg("dataset=shapeset", "dataset.n_train=180", "dataset.n_valid=90", "dataset.n_test=90",
                      "model.depth=2", "model.width=16", "train.batch_size=10", "train.max_steps=6",

@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from initsuite import progress, sweep
+from initsuite.sweep import progress
+
+from initsuite import sweep
 from initsuite.configure import compose
-from initsuite.results import RunDir
+from initsuite.run.results import RunDir
 from initsuite.tables import run_id
 from initsuite.tables import CONFIG_COLUMNS, TABLE_COLUMNS
 
@@ -52,7 +54,7 @@ def test_grid_is_the_product_of_the_axes_and_args_narrow_or_add_axes():
 def test_sweep_config_puts_the_sweep_in_a_stable_folder_with_the_callback(tmp_path):
     cfg = compose(["experiment=smoke", "hydra/callbacks=sweep", f"paths.results={tmp_path}"], return_hydra_config=True)
     assert OmegaConf.select(cfg, "hydra.sweep.dir") == f"{tmp_path}/sweeps/smoke"
-    assert cfg.hydra.callbacks.sweep._target_ == "initsuite.callbacks.SweepCallback"
+    assert cfg.hydra.callbacks.sweep._target_ == "initsuite.sweep.callbacks.SweepCallback"
     assert "JoblibLauncher" in cfg.hydra.launcher._target_ and str(cfg.hydra.launcher.batch_size) == "1"
     assert 1 <= cfg.hydra.launcher.n_jobs <= sweep.usable_cores()
 

@@ -87,7 +87,7 @@ def stddev_sweep(tmp_path_factory):
 
 
 def test_the_stddev_sweep_is_never_averaged_across_stddevs(stddev_sweep):
-    from initsuite import plots, report, verdicts
+    from initsuite.analysis import plots, report, verdicts
     from initsuite.sweep import summary_table
 
     runs = stddev_sweep["runs"]

@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initsuite import activations, initializers, theory
+from initsuite.setup import activations, initializers
+
+from initsuite.analysis import theory
 
 RTOL_LOG = 0.2
 
@@ -213,9 +215,10 @@ def test_run_sigmas_from_the_registry():
 @pytest.fixture(scope="module")
 def step0_tables(tmp_path_factory):
     """Two real runs (max_steps=0) on wide layers, collected as a sweep's tables."""
-    from initsuite import data, tables
+    from initsuite.setup import data
+    from initsuite import tables
     from initsuite.configure import compose
-    from initsuite.train import as_container, run
+    from initsuite.run.train import as_container, run
 
     root = tmp_path_factory.mktemp("theory")
     base = ["dataset=synthetic", "dataset.image_shape=[28,28,1]", "dataset.n_train=64", "dataset.n_valid=16",
@@ -270,7 +273,7 @@ def test_run_mean_field_reads_realised_sigmas(step0_tables):
 def test_theory_figures(step0_tables):
     from matplotlib.figure import Figure
 
-    from initsuite import theory_plots
+    from initsuite.analysis import theory_plots
 
     tables, _ = step0_tables
     fig = theory_plots.variance_by_layer(tables)
@@ -295,7 +298,7 @@ def test_theory_figures(step0_tables):
 
 
 def test_theory_modules_import_neither_tensorflow_nor_hydra():
-    code = ("import sys, initsuite.theory, initsuite.theory_plots, initsuite.verdicts; "
+    code = ("import sys, initsuite.analysis.theory, initsuite.analysis.theory_plots, initsuite.analysis.verdicts; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'hydra')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -306,8 +309,8 @@ def test_theory_modules_import_neither_tensorflow_nor_hydra():
 def test_run_sigmas_follow_the_realised_kernel_shapes(make_cfg, model, extra):
     """Keras' orthogonal orthogonalises a (prod(shape[:-1]), shape[-1]) matrix: a first conv kernel
     (3, 3, 1, 32) has entries of variance 1/32 (not 1/max(fans) = 1/288), a (64, 16) dense one 1/64."""
-    from initsuite.probes import main_kernel
-    from initsuite.train import as_container, build_model
+    from initsuite.measure.probes import main_kernel
+    from initsuite.run.train import as_container, build_model
 
     cfg = make_cfg("dataset=synthetic", "dataset.image_shape=[8,8,1]", f"model={model}", "init=orthogonal", *extra)
     built = build_model(cfg, (8, 8, 1), 10)

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from conftest import TINY
-from initsuite import verdicts
-from initsuite.verdicts import diagnose
+from initsuite.analysis import verdicts
+from initsuite.analysis.verdicts import diagnose
 
 
 def _stats(grad_var=None, act_std=None, sat=None, zero=None, steps=(0,), logits=True):
@@ -133,7 +133,7 @@ def tables(tmp_path_factory):
     deeper tanh net."""
     from initsuite import tables
     from initsuite.configure import compose
-    from initsuite.train import as_container, run
+    from initsuite.run.train import as_container, run
 
     root = tmp_path_factory.mktemp("verdicts")
     base = [*TINY, "train.progress=false", f"paths.results={root}", "train.max_steps=8"]

@@ -22,8 +22,8 @@ from matplotlib import ticker as mticker
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from initsuite import theory
-from initsuite.plots import LAYER_LABEL, init_colors, series_order, styled
+from initsuite.analysis import theory
+from initsuite.analysis.plots import LAYER_LABEL, init_colors, series_order, styled
 from initsuite.tables import check_seeds_only, with_series
 
 def _empty(message: str) -> Figure:
@@ -54,7 +54,7 @@ def variance_by_layer(tables: Mapping[str, pd.DataFrame], depth: Optional[int] =
     per initializer, one row per activation, at the sweep's deepest ``depth`` (or the one given)
     and its first seed (or the one given). MLP runs only: a CNN's pooling breaks the map.
 
-    Predictions come from the tables alone (:func:`initsuite.theory.predict_from_stats`): the
+    Predictions come from the tables alone (:func:`initsuite.analysis.theory.predict_from_stats`): the
     forward pass starts from the first layer's measured pre-activation, the backward pass from the
     top hidden layer's measured dC/ds, and every layer between is predicted from the realised
     sigma_w^2 = fan_in Var[W]. Solid: mean field. Dotted: Glorot & Bengio's linear regime.

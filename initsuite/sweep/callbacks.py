@@ -18,7 +18,11 @@ from typing import Any, List, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from initsuite import data, progress, sweep
+from initsuite.setup import data
+
+from initsuite.sweep import progress
+
+from initsuite import sweep
 from initsuite.configure import CONF_DIR
 
 
@@ -70,7 +74,7 @@ class SweepCallback(Callback):
                 raise SystemExit(1) from None
             page = None
             if self.figures and len(collected["runs"]):
-                from initsuite import report  # tables in, figures out: no TensorFlow
+                from initsuite.analysis import report  # tables in, figures out: no TensorFlow
 
                 try:
                     page = report.build(sweep_dir, dict(collected))

@@ -10,8 +10,8 @@ How the pieces fit:
   ``hydra.sweeper.params`` (the basic sweeper: a Cartesian product), plus
   ``hydra/callbacks=sweep`` (:func:`sweep_argv`), which fixes the sweep folder
   ``<paths.results>/sweeps/<experiment>/``, picks the local launcher and registers
-  :class:`initsuite.callbacks.SweepCallback` (progress line, collection, summary).
-* Each job is :func:`sweep_job` -> :func:`run_one` -> :func:`initsuite.train.run`, in
+  :class:`initsuite.sweep.callbacks.SweepCallback` (progress line, collection, summary).
+* Each job is :func:`sweep_job` -> :func:`run_one` -> :func:`initsuite.run.train.run`, in
   ``<sweep>/runs/<run_id>/`` with its output in ``run.log``. The run id is a hash of
   the resolved config, so relaunching the same sweep skips runs that are ``done`` or
   ``diverged`` and redoes ``running`` (interrupted) and ``failed`` ones; ``force=true``
@@ -51,10 +51,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from joblib import Parallel, delayed
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from initsuite import checkpoint, data, lease, progress, tables, verdicts
+from initsuite.run import checkpoint, lease
+
+from initsuite.setup import data
+
+from initsuite.sweep import progress
+
+from initsuite import tables
+
+from initsuite.analysis import verdicts
 from initsuite.configure import compose
 from initsuite.atomic import atomic_write_tables, describe_error
-from initsuite.results import RunDir
+from initsuite.run.results import RunDir
 from initsuite.tables import run_id
 from initsuite.tables import (COLLECT_FIELDS, DAMAGED, FINISHED, HELD, RUN_FIELDS, RUN_TABLES, STATUSES, TABLES,
                               empty_table)
@@ -286,7 +294,7 @@ def run_one(cfg: DictConfig, sweep_dir: Path, key: Optional[str] = None, quiet: 
         log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} on {socket.gethostname()}\n")
         with _capture(log, quiet, own_process):
             try:
-                from initsuite import train  # TensorFlow starts here (after any GPU pinning), into the log
+                from initsuite.run import train  # TensorFlow starts here (after any GPU pinning), into the log
 
                 result = train.run(cfg)
                 outcome.update(status=result.status, skipped=result.skipped, error=None)

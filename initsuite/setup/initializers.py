@@ -261,7 +261,7 @@ _add(InitSpec(
 # so scale * _KERAS_TN_SD**2 gives back the *uncorrected* stddev sqrt(scale / n) that TF1 drew.
 _KERAS_TN_SD = 0.87962566103423978
 CAFFE_VARIANCE_NORMS = ("fan_in", "fan_out", "average")  # FillerParameter.VarianceNorm, lower-cased
-# The registry entries of this section (initsuite.answer opens a report with its answer when a sweep has one).
+# The registry entries of this section (initsuite.analysis.answer opens a report with its answer when a sweep has one).
 CAFFE_TO_TF_THREAD = ("caffe_xavier", "caffe_msra", "caffe_gaussian", "tf_contrib_xavier", "tf_contrib_xavier_normal",
                       "prettytensor_xavier_normal")
 
@@ -411,5 +411,5 @@ def label(cfg: Any) -> str:
 
 
 # --------------------------------------------------------------------------- finished after the build
-# The data-driven entries (lsuv, critical) register themselves in initsuite/lsuv.py, which needs this
+# The data-driven entries (lsuv, critical) register themselves in initsuite/setup/lsuv.py, which needs this
 # module and the mean-field maps; the modules that look names up (train, custom, theory) import it.

@@ -24,16 +24,18 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
-from initsuite import activations, checkpoint, custom, initializers, lsuv, models  # noqa: F401  (lsuv: data-driven inits)
-from initsuite import data as data_mod
-from initsuite import lease as leases
+from initsuite.setup import activations, custom, initializers, lsuv, models
+
+from initsuite.run import checkpoint  # noqa: F401  (lsuv: data-driven inits)
+from initsuite.setup import data as data_mod
+from initsuite.run import lease as leases
 from initsuite.config import ConfigError, check as check_values
-from initsuite.data import DataError
+from initsuite.setup.data import DataError
 from initsuite.atomic import describe_error
-from initsuite.optim import OPTIMIZERS, make_optimizer
+from initsuite.setup.optim import OPTIMIZERS, make_optimizer
 from initsuite.registry import UnknownNameError
-from initsuite.results import RunDir
-from initsuite.results import run_dir_for as _run_dir_for
+from initsuite.run.results import RunDir
+from initsuite.run.results import run_dir_for as _run_dir_for
 from initsuite.tables import FINISHED, HELD, TABLE_COLUMNS, empty_table, run_id
 
 EVAL_BATCH = 1000
@@ -81,7 +83,7 @@ def run_dir_for(cfg) -> RunDir:
 
 
 def pin_data_source(cfg, resolutions: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
-    """``dataset.source=auto`` replaced by the source it stands for (:func:`initsuite.data.pin`)."""
+    """``dataset.source=auto`` replaced by the source it stands for (:func:`initsuite.setup.data.pin`)."""
     with open_dict(cfg):
         data_mod.pin(cfg.dataset, resolutions)
 
@@ -89,7 +91,7 @@ def pin_data_source(cfg, resolutions: Optional[Dict[str, Dict[str, Any]]] = None
 def run(cfg) -> RunResult:
     """Train one configured run and write its folder. A run whose folder already says
     ``done`` or ``diverged`` is not redone unless ``force=true``; one that another live
-    process holds (its lease, :mod:`initsuite.lease`) is skipped with status ``held``."""
+    process holds (its lease, :mod:`initsuite.run.lease`) is skipped with status ``held``."""
     validate(cfg)
     pin_data_source(cfg)
     container = as_container(cfg)
@@ -238,7 +240,7 @@ class Trainer:
         keras.utils.set_random_seed(int(cfg.seed))
         self.tf = tf
         self.data = data_mod.load(cfg.dataset, seed=int(cfg.seed))
-        from initsuite.instrument import precision_scope
+        from initsuite.measure.instrument import precision_scope
 
         with precision_scope(cfg):  # float32, or bfloat16 compute for train.mixed_precision
             self.built = build_model(cfg, self.data.input_shape, self.data.num_classes)
@@ -253,7 +255,7 @@ class Trainer:
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
         self.rows: Dict[str, List[dict]] = {"layer_stats": [], "metrics": [], "histograms": [], "events": []}
-        from initsuite.instrument import Instrument
+        from initsuite.measure.instrument import Instrument
 
         self.inst = Instrument(self.built, self.loss_fn, self.optimizer, cfg)
 
@@ -375,14 +377,14 @@ class Trainer:
         info.update(self._final_metrics())
         return info
 
-    lease = None  # the run's lease (initsuite.lease), set by run()
-    checkpoints = None  # when to checkpoint (initsuite.checkpoint.Schedule), set by run()
+    lease = None  # the run's lease (initsuite.run.lease), set by run()
+    checkpoints = None  # when to checkpoint (initsuite.run.checkpoint.Schedule), set by run()
     start_step = 0
 
     def _step_hook(self, step: int) -> None:
         """Called at the top of every step, before its measurements: stops a run whose lease
         another launcher took over; writes a checkpoint when one is due, or when a signal
-        came (and then stops the run: :class:`initsuite.checkpoint.RunInterrupted`)."""
+        came (and then stops the run: :class:`initsuite.run.checkpoint.RunInterrupted`)."""
         if self.lease is not None:
             self.lease.check()
         sched = self.checkpoints

@@ -44,7 +44,7 @@ Where the images come from (``dataset.source``):
     (class-dependent mean images plus Gaussian noise) generated from ``seed``.
 ``shapeset``
     ``dataset.name=shapeset`` ignores the source: Glorot & Bengio's generated
-    Shapeset-3x2 (:mod:`initsuite.shapeset`), fixed splits plus an online training stream.
+    Shapeset-3x2 (:mod:`initsuite.setup.shapeset`), fixed splits plus an online training stream.
 
 Every problem a user can fix (missing or corrupt files, unknown names, an
 offline machine) raises :class:`DataError` with a message saying what was
@@ -70,7 +70,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from initsuite import shapeset
+from initsuite.setup import shapeset
 
 if TYPE_CHECKING:  # the schema imports Hydra; data loading does not need it
     from initsuite.config import DatasetConfig
@@ -176,7 +176,7 @@ DATASETS: Dict[str, DatasetSpec] = {
         n_train_official=None,
         n_test_official=None,
     ),
-    "shapeset": DatasetSpec(  # generated: initsuite.shapeset
+    "shapeset": DatasetSpec(  # generated: initsuite.setup.shapeset
         name="shapeset", tfds_name=None, image_shape=(32, 32, 1), num_classes=9, file_format=None, file_names=(),
         urls=(), n_train_official=None, n_test_official=None,
     ),
@@ -186,7 +186,7 @@ SOURCES = ("auto", "tfds", "files", "embedded")  # dataset.source values; the ge
 GENERATED = ("synthetic", "shapeset")  # datasets drawn from their seed, no files; their source is "generated"
 GENERATED_SOURCES = ("generated", "synthetic")  # what a generated dataset's pinned source reads
 DATA_PATH_ENV = "INITSUITE_DATA"  # folder with standard files, for source=auto when dataset.path is unset
-EMBEDDED_ROOT = Path(__file__).resolve().parent / "embedded"
+EMBEDDED_ROOT = Path(__file__).resolve().parent.parent / "embedded"  # initsuite/embedded/ (package data)
 
 
 @dataclass(frozen=True)
@@ -518,7 +518,7 @@ def _synthetic(cfg: Any, seed: int) -> DataBundle:
 
 
 def _shapeset(cfg: Any, seed: int, limit_train: Optional[int]) -> DataBundle:
-    """``dataset=shapeset`` (:mod:`initsuite.shapeset`): fixed splits of ``dataset.n_train`` /
+    """``dataset=shapeset`` (:mod:`initsuite.setup.shapeset`): fixed splits of ``dataset.n_train`` /
     ``n_valid`` / ``n_test`` images and the online training stream from the run's seed."""
     n_train, n_valid, n_test = (_int_field(cfg, f, minimum=1) for f in ("n_train", "n_valid", "n_test"))
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

@@ -54,7 +54,7 @@ class Counts:
     skipped: int = 0  # ... of which were already done/diverged before this launch
     diverged: int = 0
     failed: int = 0
-    held: int = 0  # ... skipped because another live launcher holds them (initsuite.lease)
+    held: int = 0  # ... skipped because another live launcher holds them (initsuite.run.lease)
 
     @classmethod
     def of(cls, markers: List[Dict]) -> "Counts":

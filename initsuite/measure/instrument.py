@@ -30,7 +30,7 @@ keep it small:
   and then.
 
 * **Statistics without sorting.** Percentiles are exact (NumPy's linear rule, bit
-  for bit what the sort in :func:`initsuite.probes.tensor_stats` gives) but found by
+  for bit what the sort in :func:`initsuite.measure.probes.tensor_stats` gives) but found by
   selection: one binning pass locates the bins that hold the wanted ranks and only
   those values are sorted (:func:`select_quantiles`); a tensor whose sum is finite
   needs no NaN mask at all (:func:`summarize`). On a 1000x1000 kernel that is ~15x
@@ -55,7 +55,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from initsuite.probes import BASE_STATS, CheckItem, Taps, main_kernel, percentile_name, slope
+from initsuite.measure.probes import BASE_STATS, CheckItem, Taps, main_kernel, percentile_name, slope
 
 HIST_TENSORS = ("activation", "preactivation", "backprop_grad", "weight_grad")
 SELECT_BINS = 1024  # histogram bins of the selection pass: ~n/1024 values are sorted per percentile
@@ -155,7 +155,7 @@ def stat_names(percentiles: Sequence[float]) -> List[str]:
 
 
 def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
-    """The statistics of :func:`initsuite.probes.tensor_stats`, same values, stacked in
+    """The statistics of :func:`initsuite.measure.probes.tensor_stats`, same values, stacked in
     :func:`stat_names` order: mean, var (ddof 0), std, percentiles and zero_frac of the
     finite entries (NaN if none), and the count of the others.
 

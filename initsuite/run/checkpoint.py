@@ -12,7 +12,7 @@ rename): a run killed while writing it keeps the previous one. It holds
   row recorded before it.
 
 The input pipeline needs no state of its own: the training stream is a seeded shuffle
-(``initsuite.train.train_dataset``), so a resumed run rebuilds it and skips the batches the
+(``initsuite.run.train.train_dataset``), so a resumed run rebuilds it and skips the batches the
 checkpointed steps consumed. With op determinism on (CPU), a resumed run's tables equal an
 uninterrupted run's.
 

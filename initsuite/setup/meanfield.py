@@ -28,7 +28,7 @@ Gauss-Legendre panels for wide or shifted Gaussians, where it is not (:func:`gau
 
 sigma_w^2 = fan_in * Var[W] *as realised*: a Keras truncated normal keeps only 0.7737 of its
 nominal variance, and the registry's ``variance`` formulas include that (see
-:func:`initsuite.theory.run_sigmas`).
+:func:`initsuite.analysis.theory.run_sigmas`).
 
 **Constant biases.** The suite's biases are a constant ``init.bias`` (the TF tutorial's 0.1),
 not random: sigma_b^2 = 0, and every unit's pre-activation is b + N(0, q). The maps here
@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from numpy.polynomial import hermite_e, legendre
 
-from initsuite import activations
+from initsuite.setup import activations
 
 QUAD_NODES = 64  # Gauss-Hermite nodes (even: none sits on ReLU's kink at 0)
 GH_MAX_SD = 1.0  # Gauss-Hermite only for zero-mean Gaussians this narrow (error < 1e-6 there)

@@ -15,7 +15,7 @@ see :mod:`initsuite.sweep`) and returns :class:`Claim` s, each with the numbers 
   has Var[W] = 1/fan_in, Glorot's 2/(fan_in + fan_out): equal only where fan_in = fan_out.
 * ``truncated_normal`` -- per truncated-normal preset: the measured Var[W] (= 0.7737 stddev^2 in every
   layer, whatever its fan), hence sigma_w^2 = 0.7737 fan_in stddev^2, and its mean-field phase
-  (:func:`initsuite.theory.mean_field`) in the MLPs' hidden layers, where fan_in = width; the fan-in
+  (:func:`initsuite.analysis.theory.mean_field`) in the MLPs' hidden layers, where fan_in = width; the fan-in
   at which that stddev is critical (sigma_w^2 = 2 for ReLU, 1 for tanh); and the measured step-0
   variance ratios across depth.
 * ``first_nan`` -- per ReLU net: for each initializer that diverged, the first step, phase, layer
@@ -35,8 +35,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from initsuite import theory
-from initsuite.initializers import CAFFE_TO_TF_THREAD, TRUNCATED_VARIANCE_FACTOR
+from initsuite.analysis import theory
+from initsuite.setup.initializers import CAFFE_TO_TF_THREAD, TRUNCATED_VARIANCE_FACTOR
 
 REFERENCE = "caffe_xavier"  # what the Caffe net was trained with
 GLOROT = "glorot_uniform"  # what "Xavier" is called in Keras / TF2
@@ -412,7 +412,7 @@ def figures(tables: Mapping[str, pd.DataFrame], out_dir, formats: Sequence[str] 
     """The answer's figure, first in the report: per-layer variance of activations and back-propagated
     gradients at step 0, the truncated normals against caffe_xavier and glorot_uniform, on the deepest
     MLP of the sweep (else every net), one column per activation. Empty when nothing to draw."""
-    from initsuite import plots
+    from initsuite.analysis import plots
 
     runs, ls = tables.get("runs"), tables.get("layer_stats")
     if not applies(runs) or ls is None or not len(ls) or "init" not in ls.columns:

@@ -1,9 +1,9 @@
-"""Theory beside a run's measurements: the predictions of :mod:`initsuite.meanfield` (mean-field
+"""Theory beside a run's measurements: the predictions of :mod:`initsuite.setup.meanfield` (mean-field
 signal propagation; Glorot & Bengio's linear regime) for the layers of a run, from its config or
 from its tables.
 
 sigma_w^2 = fan_in * Var[W] *as realised*: Var[W] is the registry's shape-aware formula
-(:meth:`initsuite.initializers.InitSpec.variance_for_shape`) for each kernel's own shape, so a
+(:meth:`initsuite.setup.initializers.InitSpec.variance_for_shape`) for each kernel's own shape, so a
 Keras truncated normal keeps only 0.7737 of its nominal variance and an orthogonal kernel
 (3, 3, 1, 32) has entries of variance 1/32 (:func:`run_sigmas`). Data-driven initializers record
 what they did in ``init_info``. Per-run tables carry the constant bias in ``init.bias``.
@@ -20,9 +20,9 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from initsuite import initializers, lsuv  # noqa: F401  (lsuv registers the data-driven initializers)
-from initsuite.data import DATASETS
-from initsuite.meanfield import (  # noqa: F401  (the mean-field and linear-regime maps, re-exported)
+from initsuite.setup import initializers, lsuv  # noqa: F401  (lsuv registers the data-driven initializers)
+from initsuite.setup.data import DATASETS
+from initsuite.setup.meanfield import (  # noqa: F401  (the mean-field and linear-regime maps, re-exported)
     QUAD_NODES, GH_MAX_SD, PANEL_NODES, PANEL_EDGE, Q_FLOOR, Q_CEIL, TRAINABLE_DEPTH_FACTOR, CRITICAL_TOL,
     ActivationLike, gaussian_mean, qmap, fixed_point, chi1, correlation_map, correlation_fixed_point,
     MeanField, mean_field, depth_scale, trainable_depth, critical_sigma_w2, propagate, glorot_linear)
@@ -54,8 +54,8 @@ def layer_shapes(config: Mapping, input_shape: Optional[Sequence[int]] = None,
     """The kernel shape of every kernel layer of a built-in mlp or cnn, in order, logits last:
     dense (fan_in, units), conv (3, 3, channels_in, channels_out).
 
-    ``input_shape``/``num_classes`` default to the dataset's (``initsuite.data.DATASETS``; the
-    synthetic set's come from the config). Mirrors the builders in ``initsuite.models``.
+    ``input_shape``/``num_classes`` default to the dataset's (``initsuite.setup.data.DATASETS``; the
+    synthetic set's come from the config). Mirrors the builders in ``initsuite.setup.models``.
     """
     ds, model = _get(config, "dataset", {}), _get(config, "model", {})
     spec = DATASETS.get(_get(ds, "name")) if isinstance(DATASETS, Mapping) else None
@@ -89,7 +89,7 @@ def layer_shapes(config: Mapping, input_shape: Optional[Sequence[int]] = None,
 def layer_fans(config: Mapping, input_shape: Optional[Sequence[int]] = None,
                num_classes: Optional[int] = None) -> list[Tuple[int, int]]:
     """(fan_in, fan_out) of every kernel layer of a built-in mlp or cnn (:func:`layer_shapes`),
-    as Keras counts them (:func:`initsuite.initializers.compute_fans`)."""
+    as Keras counts them (:func:`initsuite.setup.initializers.compute_fans`)."""
     return [tuple(int(f) for f in initializers.compute_fans(s)) for s in layer_shapes(config, input_shape,
                                                                                         num_classes)]
 
@@ -293,7 +293,7 @@ def trainable_depths(tables: Mapping[str, pd.DataFrame], exclude: Sequence[str] 
 
 def trainable_depth_map(tables: Mapping[str, pd.DataFrame]) -> Dict[str, Dict[str, float]]:
     """{activation: {series label: predicted trainable depth}}, the form
-    :func:`initsuite.theory_plots.draw_trainable_depth` takes for one heatmap panel."""
+    :func:`initsuite.analysis.theory_plots.draw_trainable_depth` takes for one heatmap panel."""
     td = trainable_depths(tables)
     out: Dict[str, Dict[str, float]] = {}
     for r in td.to_dict("records"):

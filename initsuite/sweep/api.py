@@ -16,9 +16,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Unio
 import pandas as pd
 from omegaconf import OmegaConf
 
-from initsuite import custom, sweep, train
+from initsuite.setup import custom
+
+from initsuite import sweep
+
+from initsuite.run import train
 from initsuite.configure import compose
-from initsuite.data import DATASETS
+from initsuite.setup.data import DATASETS
 from initsuite.tables import TABLES
 
 
@@ -27,7 +31,7 @@ def _as_list(x: Union[str, int, Iterable]) -> List:
 
 
 def train_size(dataset_cfg) -> int:
-    """Training examples of a configured dataset, without loading it (the splits of ``initsuite.data``)."""
+    """Training examples of a configured dataset, without loading it (the splits of ``initsuite.setup.data``)."""
     if dataset_cfg.name == "synthetic":
         n = int(dataset_cfg.n_train)
     else:
@@ -56,7 +60,7 @@ def compare(
     build_fn:  ``"package.module:function"`` or a callable
                ``f(input_shape, num_classes, activation=None, **builder_kwargs) -> keras.Model``
                returning logits. A callable defined in a notebook is registered in this
-               process (see :func:`initsuite.custom.builder_reference`): its source code is
+               process (see :func:`initsuite.setup.custom.builder_reference`): its source code is
                part of the run id, so editing it reruns.
     inits:     names in ``conf/init/`` (registry keys or presets such as ``truncated_normal_tutorial``).
     dataset:   ``synthetic`` | ``mnist`` | ``fashion_mnist`` | ``cifar10`` (a ``conf/dataset`` name).

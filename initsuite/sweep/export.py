@@ -27,7 +27,7 @@ from typing import Dict, Optional
 import numpy as np
 import pandas as pd
 
-from initsuite.report import load_tables
+from initsuite.analysis.report import load_tables
 
 SCALARS_PLUGIN = "scalars"
 HISTOGRAMS_PLUGIN = "histograms"

@@ -19,7 +19,7 @@ Conventions shared by every figure:
 * quantities that span decades (variances, gradient scales) use log axes.
 
 The comparison figures (:func:`comparison_figures`) answer "what does each
-initializer do in this sweep"; :mod:`initsuite.paper` draws the paper's own
+initializer do in this sweep"; :mod:`initsuite.analysis.paper` draws the paper's own
 figures with the same helpers.
 """
 

@@ -3,7 +3,7 @@
 The builder is any function ``build(input_shape, num_classes, activation=..., **model.kwargs)``
 that returns a Keras 3 ``keras.Model`` (functional, ``Sequential`` or subclassed; nested
 models and residual branches are fine) whose output is the logits. :func:`build` turns
-it into the :class:`~initsuite.models.BuiltModel` the training loop instruments:
+it into the :class:`~initsuite.setup.models.BuiltModel` the training loop instruments:
 
 1. **Load** the builder (:func:`load_builder`). Module paths resolve like ``python -m``:
    installed packages first, then the launch directory and the project root, so
@@ -31,7 +31,7 @@ it into the :class:`~initsuite.models.BuiltModel` the training loop instruments:
    single activation function.
 
 Fans (Glorot & Bengio 2010: n_in inputs feed a unit, n_out units read one input). Keras
-computes fans from the kernel shape alone (:func:`initsuite.initializers.compute_fans`),
+computes fans from the kernel shape alone (:func:`initsuite.setup.initializers.compute_fans`),
 which is right for Dense and Conv kernels and wrong for three others; the suite draws
 with the Keras initializer and rescales the draw by sqrt(Var(right fans) / Var(Keras
 fans)), using the registry's own variance formula, so every initializer keeps its
@@ -70,8 +70,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from initsuite import activations, initializers, lsuv  # noqa: F401  (lsuv: data-driven inits)
-from initsuite.models import BuiltModel, ProbePoint
+from initsuite.setup import activations, initializers, lsuv  # noqa: F401  (lsuv: data-driven inits)
+from initsuite.setup.models import BuiltModel, ProbePoint
 from initsuite.registry import Registry
 from initsuite.atomic import atomic_write_text
 from initsuite.tables import OUTPUT, run_id
@@ -159,7 +159,7 @@ def kernel_rule(layer) -> Optional[KernelRule]:
 
 
 class _Registered:
-    """Builders registered in this process (``initsuite.custom:registered.<name>``).
+    """Builders registered in this process (``initsuite.setup.custom:registered.<name>``).
 
     ``initsuite.compare`` puts callables defined in a notebook here, so the config
     holds a string and the run id is stable. They exist only in the process that
@@ -175,7 +175,7 @@ class _Registered:
         raise AttributeError(
             f"no builder {name!r} is registered in this Python process (registered: "
             f"{', '.join(sorted(fns)) or 'none'}); registered builders live only in the process that "
-            f"called initsuite.compare or initsuite.custom.register_builder: use a 'module:function' path "
+            f"called initsuite.compare or initsuite.setup.custom.register_builder: use a 'module:function' path "
             f"for sweeps in other processes")
 
 
@@ -199,7 +199,7 @@ def builder_reference(fn: Callable | str) -> str:
     A string is returned as is. A function importable as ``module:qualname`` (not
     from ``__main__``) gets that path, the same string as on the command line. Anything
     else (a notebook function, a lambda, a closure) is registered under its name and
-    referenced as ``initsuite.custom:registered.<name>#<source hash>``: the hash puts
+    referenced as ``initsuite.setup.custom:registered.<name>#<source hash>``: the hash puts
     the builder's code into the run id, so editing the function reruns instead of
     reusing stale results."""
     if isinstance(fn, str):
@@ -236,7 +236,7 @@ def _import(module_name: str):
         if not (module_name == missing or module_name.startswith(missing + ".")):
             raise  # the module exists but one of its own imports is missing
         first = exc
-    for root in (os.getcwd(), str(Path(__file__).resolve().parent.parent)):
+    for root in (os.getcwd(), str(Path(__file__).resolve().parents[2])):
         if root in sys.path:
             continue
         sys.path.append(root)
@@ -263,7 +263,7 @@ def load_builder(ref: str) -> Callable:
     try:
         module = _import(module_name)
     except Exception as exc:  # ImportError, SyntaxError, or anything the module raises on import
-        where = f"the installed packages, {os.getcwd()} and {Path(__file__).resolve().parent.parent}"
+        where = f"the installed packages, {os.getcwd()} and {Path(__file__).resolve().parents[2]}"
         raise BuilderError(f"model.builder={ref!r}: cannot import module {module_name!r} "
                            f"({type(exc).__name__}: {exc}); searched {where}") from exc
     obj: Any = module
@@ -565,7 +565,7 @@ def build(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
     if not points:
         raise BuilderError(f"model.builder={ref!r}: the model has no kernel layer the suite knows "
                            f"({', '.join(KERNEL_LAYERS.names())}); register yours with "
-                           f"initsuite.custom.register_kernel_layer")
+                           f"initsuite.setup.custom.register_kernel_layer")
 
     fn_sat, threshold = None, None
     if len(act_names) == 1 and None not in act_names:  # one known activation between the layers

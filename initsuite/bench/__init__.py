@@ -3,7 +3,7 @@
 For each case (the paper MLP 784-1000x5-10 and ``conf/model/cnn.yaml``, both tanh, on
 MNIST-shaped synthetic data, at batch sizes 10 and 128), five variants train the same
 model with the same optimizer (plain SGD), loss, batch size and ``tf.data`` stream
-(:func:`initsuite.train.train_dataset`), side by side in one process:
+(:func:`initsuite.run.train.train_dataset`), side by side in one process:
 
 ========================  ==================================================================
 ``keras_fit``             ``model.fit``: the baseline
@@ -343,8 +343,8 @@ class InitsuiteRunner:
     """One initsuite variant: a Trainer whose loop is timed between two of its steps."""
 
     def __init__(self, cfg, workdir: Path, name: str):
-        from initsuite.results import RunDir
-        from initsuite.train import Trainer
+        from initsuite.run.results import RunDir
+        from initsuite.run.train import Trainer
 
         rdir = RunDir(workdir / name)
         rdir.path.mkdir(parents=True, exist_ok=True)
@@ -390,10 +390,10 @@ class KerasRunner:
     def __init__(self, cfg, workdir: Path, name: str, tensorboard: bool = False):
         import keras
 
-        from initsuite import data as data_mod
-        from initsuite.instrument import precision_scope
-        from initsuite.optim import make_optimizer
-        from initsuite.train import build_model, configure_tensorflow, train_dataset
+        from initsuite.setup import data as data_mod
+        from initsuite.measure.instrument import precision_scope
+        from initsuite.setup.optim import make_optimizer
+        from initsuite.run.train import build_model, configure_tensorflow, train_dataset
 
         configure_tensorflow(int(cfg.train.threads))
         keras.utils.set_random_seed(int(cfg.seed))
@@ -562,7 +562,7 @@ def _sweep_job(overrides: List[str], threads: int) -> float:
     import io
 
     from initsuite.configure import compose
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -615,7 +615,7 @@ def precision_check(workdir: Path, modes: Sequence[str] = ("xla", "mixed_bfloat1
     import io
 
     from initsuite.configure import compose
-    from initsuite.train import run
+    from initsuite.run.train import run
 
     def one(extra):
         cfg = compose(PRECISION_RUN + [f"paths.results={workdir / 'precision'}"] + extra)
@@ -698,7 +698,7 @@ def to_markdown(report: Dict[str, Any]) -> str:
             lines.append(f"- {mode}: location {e['location']:.2e}, relative {e['relative']:.2e}, "
                          f"fraction {e['fraction']:.2e}, counts {e['count']:g} -> max {r['max_error']:.2e} "
                          f"(tolerance {r['tolerance']:g}, {'ok' if r['ok'] else 'EXCEEDED'})")
-    lines += ["", "Method: see `initsuite/bench.py`. `initsuite_all` = `probes.every=1` + histograms every step; "
+    lines += ["", "Method: see `initsuite/bench/__init__.py`. `initsuite_all` = `probes.every=1` + histograms every step; "
                   "`keras_tensorboard` = `TensorBoard(histogram_freq=1)` with one fit epoch per window.", ""]
     return "\n".join(lines)
 
@@ -737,7 +737,7 @@ def run_bench(cases: Sequence[Case], reps: int = 3, out_dir: Path = Path("result
               variants: Sequence[str] = VARIANTS, log=print) -> Dict[str, Any]:
     import tensorflow as tf
 
-    from initsuite.train import configure_tensorflow
+    from initsuite.run.train import configure_tensorflow
 
     configure_tensorflow(0)
     skipped = {}

@@ -2,10 +2,10 @@
 
 ``build(sweep_dir)`` reads the collected tables (``runs``, ``layer_stats``,
 ``metrics``, ``histograms``, ``events``; parquet), draws the comparison figures
-of :mod:`initsuite.plots` and the theory figures of :mod:`initsuite.theory_plots`
+of :mod:`initsuite.analysis.plots` and the theory figures of :mod:`initsuite.analysis.theory_plots`
 into ``<sweep>/figures/`` (PNG + PDF), ranks the initializers with their diagnoses
-(:mod:`initsuite.verdicts`), adds the paper's figures, Table 1 and claim checks of
-:mod:`initsuite.paper` when the sweep is a ``glorot2010`` one, and writes
+(:mod:`initsuite.analysis.verdicts`), adds the paper's figures, Table 1 and claim checks of
+:mod:`initsuite.analysis.paper` when the sweep is a ``glorot2010`` one, and writes
 ``report.html`` with every figure embedded (base64 PNG), so it opens from disk,
 mailed or copied, without a server.
 No TensorFlow, no Hydra.
@@ -23,8 +23,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from initsuite import paper, plots, tables as schema, theory_plots, verdicts
-from initsuite.plots import FigureFile
+from initsuite.analysis import paper, plots, theory_plots, verdicts
+
+from initsuite import tables as schema
+from initsuite.analysis.plots import FigureFile
 from initsuite.atomic import atomic_write_text
 from initsuite.tables import TABLES
 
@@ -110,7 +112,7 @@ def write_report(sweep_dir: Path, tables: Dict[str, pd.DataFrame], figures: Sequ
                  scale: Optional[str] = None, ranking: Optional[pd.DataFrame] = None,
                  opening: Optional[str] = None, choices: Optional[pd.DataFrame] = None) -> Path:
     """Write ``<sweep_dir>/report.html`` from already drawn figures and computed tables; ``opening``
-    (HTML, e.g. :func:`initsuite.answer.write`'s) comes first, before the contents."""
+    (HTML, e.g. :func:`initsuite.analysis.answer.write`'s) comes first, before the contents."""
     sweep_dir = Path(sweep_dir)
     runs = tables["runs"]
     e = html.escape
@@ -160,7 +162,7 @@ def write_report(sweep_dir: Path, tables: Dict[str, pd.DataFrame], figures: Sequ
                 f"<li><b>{e(str(r.architecture))}, {e(str(r.init))}</b>: {e(str(r.verdict_text))}</li>"
                 for r in ranking.itertuples()) + "</ul></details>")
     if choices is not None and len(choices):
-        from initsuite.selection import declared
+        from initsuite.analysis.selection import declared
 
         axis, metric = declared(runs)
         parts.append(f"<h3>Selected on validation: {e(str(axis))} by {e(str(metric))}</h3><p>Every figure and "
@@ -234,7 +236,7 @@ def build(sweep_dir: Path, tables: Optional[Dict[str, pd.DataFrame]] = None,
         t1 = paper.table1(tables["runs"], tables["metrics"])
         paper.write_table1(t1, sweep_dir, scale)
         claims = paper.checks(tables)
-    from initsuite import answer  # the Caffe -> TensorFlow question, when the sweep has its initializers
+    from initsuite.analysis import answer  # the Caffe -> TensorFlow question, when the sweep has its initializers
 
     figures = answer.figures(tables, fig_dir, formats) + figures
     figures += plots.comparison_figures(tables, fig_dir, formats)
@@ -245,8 +247,8 @@ def build(sweep_dir: Path, tables: Optional[Dict[str, pd.DataFrame]] = None,
 
 
 def _select(tables: Dict[str, pd.DataFrame], sweep_dir: Path):
-    """:func:`initsuite.selection.apply` over the config columns; the choices go to ``selection.csv``."""
-    from initsuite import selection
+    """:func:`initsuite.analysis.selection.apply` over the config columns; the choices go to ``selection.csv``."""
+    from initsuite.analysis import selection
     from initsuite.atomic import atomic_write_text
     from initsuite.tables import config_columns
 
@@ -272,7 +274,7 @@ THEORY_FIGURES = [
 
 def theory_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
                    formats: Sequence[str] = plots.FORMATS) -> List[FigureFile]:
-    """The figures of :mod:`initsuite.theory_plots` (mean-field predictions beside the measurements).
+    """The figures of :mod:`initsuite.analysis.theory_plots` (mean-field predictions beside the measurements).
     A figure that cannot be drawn for this sweep is left out with a warning, not the whole report."""
     out = []
     if not len(tables["runs"]) or not len(tables["layer_stats"]):
@@ -288,7 +290,7 @@ def theory_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
 
 
 def _ranking(tables: Dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Initializers ranked per setting with their diagnoses (:func:`initsuite.verdicts.ranking`)."""
+    """Initializers ranked per setting with their diagnoses (:func:`initsuite.analysis.verdicts.ranking`)."""
     if not len(tables["runs"]):
         return pd.DataFrame()
     r = verdicts.ranking(tables)

@@ -5,16 +5,16 @@ orthonormal pre-init (Saxe et al. 2013), then, for each layer from the input up,
 training batch, W <- W / sqrt(Var[layer output]) until |Var - 1| < ``LSUV_TOL`` or
 ``LSUV_MAX_ITER`` rescalings (the paper's reference code: 0.1 and 10). The output is the kernel
 layer's (the pre-activation s of the built-in models; for a custom layer with a fused activation,
-its activation). Each iteration is one forward pass, read with :class:`initsuite.probes.Taps`, so
+its activation). Each iteration is one forward pass, read with :class:`initsuite.measure.probes.Taps`, so
 functional, sequential and subclassed models all work.
 
 ``critical`` -- the sigma_w^2 that puts the run's activation at the edge of chaos, chi_1 = 1
-(:func:`initsuite.meanfield.critical_sigma_w2`; tanh 1, ReLU 2). The registry draws
+(:func:`initsuite.setup.meanfield.critical_sigma_w2`; tanh 1, ReLU 2). The registry draws
 W ~ N(0, gain^2 / fan_in) without knowing the activation, and :func:`critical` multiplies every
 kernel by sqrt(sigma_w^2*) once the full config is known.
 
 Both return the facts the run stores in status.json's ``init_info``: per layer the iterations,
-variances and the realised sigma_w^2 = fan_in Var[W], which :func:`initsuite.theory.run_sigmas`
+variances and the realised sigma_w^2 = fan_in Var[W], which :func:`initsuite.analysis.theory.run_sigmas`
 reads back.
 """
 
@@ -26,8 +26,8 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from initsuite import initializers, meanfield
-from initsuite.initializers import InitSpec
+from initsuite.setup import initializers, meanfield
+from initsuite.setup.initializers import InitSpec
 
 LSUV_TOL = 0.1  # |Var[output] - 1| below this ends a layer (Mishkin & Matas' reference code)
 LSUV_MAX_ITER = 10  # at most this many rescalings per layer (ditto)
@@ -35,7 +35,7 @@ LSUV_MAX_ITER = 10  # at most this many rescalings per layer (ditto)
 
 def _targets(built) -> list:
     """The measured layers the suite initialized (all of them for the built-in models)."""
-    from initsuite.probes import main_kernel
+    from initsuite.measure.probes import main_kernel
 
     keep = set(built.reinitialized or [])
     out = []
@@ -59,7 +59,7 @@ _MISSING = object()
 def _taps(layers: Dict[str, Any]):
     """Taps on ``layers`` for the duration, then the layers' own ``call`` back (the run's
     instrumentation wraps them again afterwards)."""
-    from initsuite.probes import Taps
+    from initsuite.measure.probes import Taps
 
     saved = {id(l): (l, l.__dict__.get("call", _MISSING)) for l in layers.values()}
     taps = Taps(layers)
@@ -169,7 +169,7 @@ initializers.INITIALIZERS.add("critical", InitSpec(
     "critical", _critical_make, lambda fan_in, fan_out, cfg: initializers._gain(cfg) ** 2 / fan_in, lambda cfg: 0.0,
     "The edge of chaos (Poole et al. 2016, Schoenholz et al. 2017): W ~ N(0, sigma_w^2 / fan_in) with the "
     "sigma_w^2 that puts the run's activation at chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] = 1 (tanh 1, "
-    "ReLU 2; initsuite.meanfield.critical_sigma_w2), times gain^2. Drawn as N(0, gain^2 / fan_in), the "
+    "ReLU 2; initsuite.setup.meanfield.critical_sigma_w2), times gain^2. Drawn as N(0, gain^2 / fan_in), the "
     "variance given here, then rescaled by sqrt(sigma_w^2) once the activation is known.",
     post_build=_critical_post_build,
 ))

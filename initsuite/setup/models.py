@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence
 
-from initsuite import activations, initializers
+from initsuite.setup import activations, initializers
 from initsuite.registry import Registry
 from initsuite.tables import HIDDEN, OUTPUT
 

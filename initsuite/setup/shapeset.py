@@ -11,7 +11,7 @@ on a stream of fresh images (online learning); here
   evaluated at every pixel centre of every image at once;
 * :func:`stream` yields an unbounded, seeded sequence of fresh training batches
   (:func:`train_dataset` wraps it as a ``tf.data.Dataset``);
-* ``initsuite.data.load`` makes the suite's :class:`~initsuite.data.DataBundle` of them: fixed valid, test
+* ``initsuite.setup.data.load`` makes the suite's :class:`~initsuite.setup.data.DataBundle` of them: fixed valid, test
   (hence probe: the first test examples) and train-evaluation sets drawn from
   :data:`SPLIT_SEED`, the same for every run like a real dataset's files, and the online
   training stream drawn from the run's seed. One "epoch" is ``dataset.n_train`` streamed

@@ -14,7 +14,7 @@ plain SGD with minibatch 10, sigmoid / tanh / softsign x/(1+|x|), and two inits:
   n_in Var[W] = 1) and Var[dC/ds] (backward, n_out Var[W] = 1) constant.
 
 The suite adds Keras' ``truncated_normal`` (stddev 0.05) for the question that started
-it: what did TensorFlow's default cost? Like :mod:`initsuite.plots`, this module
+it: what did TensorFlow's default cost? Like :mod:`initsuite.analysis.plots`, this module
 reads tables only (no TensorFlow, no Hydra).
 """
 
@@ -26,8 +26,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from initsuite import plots
-from initsuite.plots import FigureFile
+from initsuite.analysis import plots
+from initsuite.analysis.plots import FigureFile
 from initsuite.atomic import atomic_write_text
 from initsuite.tables import check_seeds_only, with_series
 
@@ -148,18 +148,18 @@ def table1(runs: pd.DataFrame, metrics: Optional[pd.DataFrame] = None, alpha: fl
 
     Columns: type, activation, init, depth, dataset, runs, diverged, seeds (finished runs),
     picked (the tuned axis values of these runs, e.g. ``lr=0.05``, blank when nothing was
-    tuned: :mod:`initsuite.selection`), test_error_pct (mean over the finished seeds, each at its
+    tuned: :mod:`initsuite.analysis.selection`), test_error_pct (mean over the finished seeds, each at its
     evaluation with the lowest validation error: :func:`selected_test_error`), test_error_sd,
     final_test_error_pct (at the last step), best (the lowest mean of its dataset), p_vs_best
-    (two-sided Welch's t over seeds against the best row of the dataset: :func:`initsuite.stats.welch`;
+    (two-sided Welch's t over seeds against the best row of the dataset: :func:`initsuite.analysis.stats.welch`;
     blank with fewer than 2 seeds on a side), significantly_worse (p_vs_best < ``alpha``, the
     paper's 0.005), then the paper's four columns (Shapeset, MNIST, CIFAR-10, Small-ImageNet;
     blank where the paper has no such row) and ``paper_same_dataset``: the paper's number for our
     dataset, blank otherwise. The paper's five rows are always present, measured or not. Only the
-    nets of the grid's depth (5 layers in the preset; :func:`initsuite.plots.deepest`) are compared.
+    nets of the grid's depth (5 layers in the preset; :func:`initsuite.analysis.plots.deepest`) are compared.
     """
-    from initsuite.selection import PICKED
-    from initsuite.stats import welch
+    from initsuite.analysis.selection import PICKED
+    from initsuite.analysis.stats import welch
 
     r = plots.deepest(runs[runs.activation.isin(ACTIVATION_TYPE)]) if len(runs) else runs
     sel = selected_test_error(r, metrics) if len(r) else pd.Series(dtype=float)
@@ -397,12 +397,12 @@ def paper_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
                                        runs=r)),
         ]
         if "shapeset" in set(r.dataset):
-            from initsuite import shapeset
+            from initsuite.setup import shapeset
 
             x, y = shapeset.make(9 * 4, 1)  # balanced: 4 images per class
             specs.insert(0, ("fig01_shapeset_samples", "Fig. 1: Shapeset-3x2 samples",
                              "Generated 32x32 images, one column per class (which shapes are present), "
-                             "four per class (initsuite.shapeset.make, seed 1).",
+                             "four per class (initsuite.setup.shapeset.make, seed 1).",
                              lambda: samples_figure(x, y, shapeset.CLASS_NAMES)))
         for name, title, caption, draw in specs:
             fig = draw()
@@ -536,7 +536,7 @@ def table1_checks(runs: pd.DataFrame, metrics: Optional[pd.DataFrame] = None, al
     is significant (Welch's t over seeds, p < ``alpha``), beside the paper's; and whether sigmoid is
     the worst of the paper's rows. ``(claim, measured, holds)`` tuples; ``holds`` compares the
     direction with the paper's (None where the paper has no such column)."""
-    from initsuite.stats import welch
+    from initsuite.analysis.stats import welch
 
     t1 = table1(runs, metrics, alpha).dropna(subset=["test_error_pct"])
     errs = entry_errors(plots.deepest(runs[runs.activation.isin(ACTIVATION_TYPE)]), metrics)

@@ -1,0 +1,1 @@
+"""Tables in, figures and words out: theory, verdicts, summaries, plots, the paper, the report. Never imports TensorFlow."""

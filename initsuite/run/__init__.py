@@ -1,0 +1,1 @@
+"""One run: the training loop, row recording, run folders, leases and checkpoints."""
