@@ -105,7 +105,6 @@ def _hydra_main(task, argv: Sequence[str], prog: str) -> None:
 
 
 def cmd_run(argv: Sequence[str]) -> None:
-    from initsuite.configure import check_cli
     from initsuite.run.train import run_cli
 
     check_cli(list(argv))  # a mistake: one line naming the key, exit 2, before any folder is made

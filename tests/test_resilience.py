@@ -93,7 +93,7 @@ def test_a_live_lease_is_respected_and_released_on_exit(tmp_path):
 
 
 def test_a_live_lease_held_by_another_process_is_respected(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys,time; from initsuite import lease; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys,time; from initsuite.run import lease; "
                                "l = lease.acquire(sys.argv[1], 0.1, 60); print('ok', flush=True); time.sleep(60)",
                                str(tmp_path / "run")], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=_env())
     try:

@@ -79,6 +79,7 @@ def validate(cfg) -> None:
 
 def run_dir_for(cfg) -> RunDir:
     """The run folder of a composed config (``dataset.source`` pinned first: :func:`pin_data_source`)."""
+    pin_data_source(cfg)
     return _run_dir_for(as_container(cfg))
 
 
@@ -167,7 +168,6 @@ def run_cli(cfg) -> RunResult:
     from initsuite.configure import user_message
 
     try:
-        pin_data_source(cfg)
         path = run_dir_for(cfg).path
     except Exception:  # does not resolve: run() raises the error below
         path = None
