@@ -47,8 +47,8 @@ tensorboard: $(STAMP) ## write TensorBoard event files from a sweep's tables: ma
 bench: $(STAMP) ## the instrumentation's cost against plain Keras (results/bench/); BENCH_QUICK=1 for a smoke run
 	$(PY) -m initsuite bench $(if $(BENCH_QUICK),--quick) $(ARGS)
 
-test: $(STAMP) ## run the test suite
-	$(PY) -m pytest -q $(ARGS)
+test: $(STAMP) ## run the test suite (slow end-to-end tests included; 2 workers)
+	$(PY) -m pytest -q -n 2 $(ARGS)
 
 docs-figure: $(STAMP) ## redraw docs/headline.png (the README's figure) from the default sweep (runs it if needed)
 	test -f results/sweeps/$(EXP)/runs.parquet || $(MAKE) --no-print-directory sweep EXP=$(EXP)

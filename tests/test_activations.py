@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from initsuite.setup import activations
 from initsuite.configure import CONF_DIR, compose
 from initsuite.registry import UnknownNameError
+from initsuite.setup import activations
 
 GRID = np.linspace(-6, 6, 241)
 

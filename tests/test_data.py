@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from initsuite.setup import data as D
 from initsuite.config import DatasetConfig
+from initsuite.setup import data as D
 
 try:
     from . import data_fixtures as F

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from conftest import TINY
-from initsuite.setup import lsuv
 from initsuite.analysis import theory
 from initsuite.configure import compose
+from initsuite.setup import lsuv
 
 
 def _output_var(model, layer, x) -> float:

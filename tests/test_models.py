@@ -4,8 +4,8 @@ published architectures, and one instrumented run of each."""
 import numpy as np
 import pytest
 
-from initsuite.setup import models
 from initsuite.configure import compose
+from initsuite.setup import models
 
 MNIST = (28, 28, 1)
 

@@ -57,8 +57,8 @@ def test_installed_copy_composes_loads_and_compares_from_any_folder(installed):
     code = """
 import json, keras, pandas as pd, initsuite
 from initsuite import configure
-from initsuite.setup import data
 from initsuite.analysis import plots
+from initsuite.setup import data
 assert "site" in initsuite.__file__, initsuite.__file__
 cfg = configure.compose(["experiment=smoke"])
 b = data.load(configure.compose(["dataset.source=embedded"]).dataset)

@@ -106,8 +106,6 @@ def test_unknown_sweep_folder_says_how_to_collect(tmp_path):
 @pytest.mark.slow
 def test_figures_entry_point_collects_and_builds(tmp_path, capsys):
     """initsuite figures on a folder of run folders that was never collected."""
-    import runpy
-
     from initsuite.configure import compose
     from initsuite.run.train import run
 
@@ -117,8 +115,9 @@ def test_figures_entry_point_collects_and_builds(tmp_path, capsys):
                      "model.depth=2", "model.width=8", "train.batch_size=32", "probes.every=1",
                      "probes.batch_size=32", "probes.hist_steps=[0,-1]", "train.progress=false", f"init={init}",
                      f"paths.runs={sweep / 'runs'}"]))
-    main = runpy.run_path(str(ROOT / "experiments" / "figures.py"), run_name="not_main")["main"]
-    main([str(sweep)])
+    from initsuite.cli import main
+
+    main(["figures", str(sweep)])
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert out == str(sweep / "report.html")
     page = _parse(Path(out).read_text())

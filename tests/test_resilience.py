@@ -15,18 +15,17 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from initsuite.run import lease
+from initsuite.run import lease, train
 
 from initsuite.sweep import progress
 
 from initsuite.analysis import report
 
 from initsuite import sweep
-from initsuite.configure import compose
 from initsuite.atomic import atomic_write_bytes
+from initsuite.configure import compose
 from initsuite.run.results import RunDir
-from initsuite.tables import run_id
-from initsuite.tables import HELD, TABLE_COLUMNS, empty_table
+from initsuite.tables import HELD, TABLE_COLUMNS, empty_table, run_id
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -182,7 +181,7 @@ def trainings(sweep_dir: Path) -> dict:
 @pytest.mark.slow
 def test_two_concurrent_launchers_train_every_run_exactly_once(tmp_path):
     sweep_dir = tmp_path / "sweeps" / "smoke"
-    want = {run_id(OmegaConf.to_container(compose([*j, f"paths.results={tmp_path}"]), resolve=True))
+    want = {train.run_dir_for(compose([*j, f"paths.results={tmp_path}"])).path.name
             for j in sweep.grid("smoke")}
     procs = [subprocess.Popen(_sweep_cmd(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=_env()) for _ in range(2)]

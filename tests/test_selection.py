@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initsuite.analysis import selection as sel
-from initsuite.analysis import stats
+from initsuite.analysis import selection as sel, stats
 
 COLS = ["dataset", "activation", "init", "lr", "seed"]
 

@@ -7,9 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from initsuite.setup import data as D
-from initsuite.setup import shapeset as S
 from initsuite.config import DatasetConfig
+from initsuite.setup import data as D, shapeset as S
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,14 @@ from tqdm.auto import tqdm
 from initsuite.setup import activations, custom, initializers, lsuv, models
 
 from initsuite.run import checkpoint  # noqa: F401  (lsuv: data-driven inits)
-from initsuite.setup import data as data_mod
-from initsuite.run import lease as leases
-from initsuite.config import ConfigError, check as check_values
-from initsuite.setup.data import DataError
 from initsuite.atomic import describe_error
-from initsuite.setup.optim import OPTIMIZERS, make_optimizer
+from initsuite.config import ConfigError, check as check_values
 from initsuite.registry import UnknownNameError
-from initsuite.run.results import RunDir
-from initsuite.run.results import run_dir_for as _run_dir_for
+from initsuite.run import lease as leases
+from initsuite.run.results import RunDir, run_dir_for as _run_dir_for
+from initsuite.setup import data as data_mod
+from initsuite.setup.data import DataError
+from initsuite.setup.optim import OPTIMIZERS, make_optimizer
 from initsuite.tables import FINISHED, HELD, TABLE_COLUMNS, empty_table, run_id
 
 EVAL_BATCH = 1000

@@ -71,9 +71,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from initsuite.setup import activations, initializers, lsuv  # noqa: F401  (lsuv: data-driven inits)
-from initsuite.setup.models import BuiltModel, ProbePoint
-from initsuite.registry import Registry
 from initsuite.atomic import atomic_write_text
+from initsuite.registry import Registry
+from initsuite.setup.models import BuiltModel, ProbePoint
 from initsuite.tables import OUTPUT, run_id
 
 KEEP = "keep"  # activation=keep: the builder gets no activation, the model keeps its own

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence
 
-from initsuite.setup import activations, initializers
 from initsuite.registry import Registry
+from initsuite.setup import activations, initializers
 from initsuite.tables import HIDDEN, OUTPUT
 
 

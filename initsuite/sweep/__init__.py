@@ -60,8 +60,8 @@ from initsuite.sweep import progress
 from initsuite import tables
 
 from initsuite.analysis import verdicts
-from initsuite.configure import compose
 from initsuite.atomic import atomic_write_tables, describe_error
+from initsuite.configure import compose
 from initsuite.run.results import RunDir
 from initsuite.tables import run_id
 from initsuite.tables import (COLLECT_FIELDS, DAMAGED, FINISHED, HELD, RUN_FIELDS, RUN_TABLES, STATUSES, TABLES,

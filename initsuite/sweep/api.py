@@ -20,8 +20,8 @@ from initsuite.setup import custom
 
 from initsuite import sweep
 
-from initsuite.run import train
 from initsuite.configure import compose
+from initsuite.run import train
 from initsuite.setup.data import DATASETS
 from initsuite.tables import TABLES
 
