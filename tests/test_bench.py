@@ -175,9 +175,10 @@ def test_trainer_clock_marks_the_window_steps(make_cfg, tmp_path):
     rdir = RunDir(tmp_path / "run")
     rdir.path.mkdir(parents=True)
     t = Trainer(cfg, "clock", rdir)
-    t.clock_steps = frozenset({2, 6})
+    clock = bench.StepClock({2, 6})
+    t.step_callbacks.append(clock)
     info = t.fit()
-    assert info["steps"] == 6 and sorted(t.clock) == [2, 6] and t.clock[6] > t.clock[2]
+    assert info["steps"] == 6 and sorted(clock.times) == [2, 6] and clock.times[6] > clock.times[2]
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ Method.
 * Throughput: every variant is built and traced first (tracing is excluded), then timed
   over windows of ``steps`` training steps taken from the middle of a call (``WARMUP``
   steps in, so iterator start-up is excluded too): initsuite's own loop
-  (``Trainer.fit`` with ``Trainer.clock_steps``) and ``model.fit`` with a callback clock.
+  (``Trainer.fit`` with a :class:`StepClock` step callback) and ``model.fit`` with a callback clock.
   Both clocks first wait for the device to finish the queued steps. Windows run
   interleaved and mirrored, A B C D E E D C B A A B ..., so a slow drift of the machine
   hits every variant alike; a variant's examples/s is the median of its windows and its
@@ -334,6 +334,20 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> Dict[str, float]:
 # --------------------------------------------------------------------------- runners
 
 
+class StepClock:
+    """A :class:`~initsuite.run.train.Trainer` step callback: notes (wall time, process CPU time) at
+    the given steps, once the device has finished the steps before (it waits for the previous loss)."""
+
+    def __init__(self, steps=()):
+        self.steps, self.times = frozenset(steps), {}
+
+    def __call__(self, step: int, loss) -> None:
+        if step in self.steps:
+            if loss is not None:
+                loss.numpy()  # waits for the previous step, queued on the device
+            self.times[step] = (time.perf_counter(), time.process_time())
+
+
 def _sync(model) -> None:
     """Wait for the device: a weight read queues behind every step already issued."""
     model.trainable_variables[-1].numpy()
@@ -352,6 +366,8 @@ class InitsuiteRunner:
         self.total = int(cfg.train.max_steps)
         self.trainer = Trainer(cfg, name, rdir)
         self.model = self.trainer.model
+        self.clock = StepClock()
+        self.trainer.step_callbacks.append(self.clock)
 
     def _fit(self, steps: int) -> None:
         t = self.trainer
@@ -366,7 +382,7 @@ class InitsuiteRunner:
         import tensorflow as tf
 
         t = self.trainer
-        t.clock_steps = frozenset()
+        self.clock.steps = frozenset()
         self._fit(3)
         if self.cfg.probes.enabled:
             n = min(int(self.cfg.probes.batch_size), len(t.data.x_test))
@@ -377,10 +393,9 @@ class InitsuiteRunner:
 
     def window(self) -> Tuple[float, float]:
         """(wall seconds, process CPU seconds) of the steps WARMUP .. total-1."""
-        t = self.trainer
-        t.clock_steps = frozenset({WARMUP, self.total})
+        self.clock.steps, self.clock.times = frozenset({WARMUP, self.total}), {}
         self._fit(self.total)
-        (w0, c0), (w1, c1) = t.clock[WARMUP], t.clock[self.total]
+        (w0, c0), (w1, c1) = self.clock.times[WARMUP], self.clock.times[self.total]
         return w1 - w0, c1 - c0
 
 

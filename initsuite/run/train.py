@@ -17,7 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -254,6 +254,9 @@ class Trainer:
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
         self.rows: Dict[str, List[dict]] = {"layer_stats": [], "metrics": [], "histograms": [], "events": []}
+        # Called as callback(step, loss) before each step (loss: the previous step's, a device tensor,
+        # or None): for tools that watch the loop, e.g. the benchmark's clock; the loop knows none of them.
+        self.step_callbacks: List[Callable[[int, Any], None]] = []
         from initsuite.measure.instrument import Instrument
 
         self.inst = Instrument(self.built, self.loss_fn, self.optimizer, cfg)
@@ -315,7 +318,6 @@ class Trainer:
         start = self._resume()  # 0, or the step of the run's checkpoint (its state restored)
         it = iter(self._train_dataset(skip=start))
         status, step, loss = "done", start, None
-        self.clock = {}
         show_loss, next_show = bool(cfg.train.progress), 0.0
         bar = tqdm(total=self.total_steps, desc=f"run {self.rid}", unit="step", leave=False,
                    disable=not cfg.train.progress, mininterval=1.0, file=sys.stderr)
@@ -323,8 +325,8 @@ class Trainer:
         try:
             while True:
                 self._step_hook(step)
-                if step in self.clock_steps:
-                    self._tick(step, loss)
+                for callback in self.step_callbacks:  # tools that watch the loop (make bench's clock)
+                    callback(step, loss)
                 measure = step in self.probe_steps
                 if measure:
                     self._probe(step, probe_x, probe_y)
@@ -409,15 +411,6 @@ class Trainer:
                 _log(f"[initsuite] run {self.rid}: resumed from its checkpoint at step {self.start_step} "
                      f"of {self.total_steps}")
         return self.start_step
-
-    # Steps at which fit() notes (wall time, process CPU time) in self.clock, once the device has
-    # finished the steps before (initsuite.bench times windows of this very loop with it).
-    clock_steps: frozenset = frozenset()
-
-    def _tick(self, step: int, loss) -> None:
-        if loss is not None:
-            loss.numpy()  # waits for the previous step, queued on the device
-        self.clock[step] = (time.perf_counter(), time.process_time())
 
     # -- measurements ---------------------------------------------------------------------
     def _probe(self, step: int, x, y) -> None:
