@@ -56,6 +56,7 @@ from __future__ import annotations
 import difflib
 import gzip
 import io
+import logging
 import os
 import pickle
 import socket
@@ -376,7 +377,13 @@ def resolve_source(cfg: Any) -> Resolved:
     builder = None
     if tfds is not None:
         data_dir = os.path.expanduser(str(cfg.data_dir)) if cfg.data_dir else None
-        builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+        absl_log = logging.getLogger("absl")  # tfds warns about every version folder it does not find
+        level = absl_log.level
+        absl_log.setLevel(logging.ERROR)
+        try:
+            builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+        finally:
+            absl_log.setLevel(level)
         if builder.is_prepared() or _tfds_is_mocked(tfds):
             return Resolved(name, "tfds", None, f"prepared tfds data in {builder.data_dir_root}")
     for folder, origin in ((_path_of(cfg), "dataset.path"), (os.environ.get(DATA_PATH_ENV), f"${DATA_PATH_ENV}")):
