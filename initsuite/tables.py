@@ -270,6 +270,9 @@ def series(df: pd.DataFrame, columns: Optional[Sequence[str]] = None, exclude: S
     that initializer, ``truncated_normal (stddev=0.5)``; ``columns`` defaults to
     :func:`series_columns`, less ``exclude`` (columns the caller separates itself, e.g. the
     panels). Rows of different configurations in those columns get different labels."""
+    exclude = set(exclude)
+    if "dataset" in exclude:  # a dataset's source is pinned once per sweep: it goes with the dataset
+        exclude.add("data_source")
     columns = [c for c in (series_columns(df) if columns is None else columns) if c not in exclude]
     if df.empty:
         return pd.Series([], index=df.index, dtype=object)

@@ -69,6 +69,18 @@ def test_table1_puts_our_error_beside_the_papers(grid_tables, tmp_path):
     assert "(1/1 diverged)" in md
 
 
+def test_table1_rows_stay_the_papers_when_each_dataset_has_its_own_source():
+    """make paper's two datasets come from two sources (Shapeset generated, MNIST the embedded sample):
+    the source goes with its dataset column, it does not split the paper's rows."""
+    t = synthetic_tables(datasets=("mnist", "shapeset"), depths=(5,), experiment="glorot2010", **PAPER_GRID)
+    runs = t["runs"].assign(data_source=t["runs"].dataset.map({"mnist": "embedded", "shapeset": "generated"}))
+    t1 = paper.table1(runs)
+    for row in PAPER_TABLE1:
+        got = t1[t1.type == row]
+        assert set(got.dataset) == {"mnist", "shapeset"}, row
+    assert not t1.type.str.contains("data_source").any()
+
+
 def test_table1_keeps_the_papers_rows_when_a_sweep_lacks_them():
     t = synthetic_tables(activations=("tanh",), inits=("glorot_uniform",), seeds=(0,), experiment="glorot2010_tiny")
     t1 = paper.table1(t["runs"])
