@@ -26,7 +26,7 @@ from initsuite.configure import compose, user_message
 COMMANDS = {
     "run": "one instrumented training run: initsuite run init=he_normal activation=relu model.depth=10",
     "sweep": "a resumable sweep of a preset's grid, collected, drawn and reported: initsuite sweep experiment=smoke",
-    "paper": "reproduce Glorot & Bengio (2010): sweep, figures, Table 1, report (--scale tiny|default|full)",
+    "paper": "reproduce Glorot & Bengio (2010): sweep, figures, Table 1, report (--scale tiny|default|full|long)",
     "collect": "gather a sweep's run folders into its tables: initsuite collect <sweep folder>",
     "figures": "redraw a sweep's figures and report.html from its tables: initsuite figures <sweep folder>",
     "tensorboard": "write TensorBoard event files from a sweep's tables: initsuite tensorboard <sweep folder>",
