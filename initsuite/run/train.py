@@ -17,7 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ from initsuite.run.results import RunDir, run_dir_for as _run_dir_for
 from initsuite.setup import data as data_mod
 from initsuite.setup.data import DataError
 from initsuite.setup.optim import OPTIMIZERS, make_optimizer
-from initsuite.tables import FINISHED, HELD, TABLE_COLUMNS, empty_table, run_id
+from initsuite.tables import FINISHED, HELD, TABLE_COLUMNS, empty_table
 
 EVAL_BATCH = 1000
 
@@ -82,10 +82,10 @@ def run_dir_for(cfg) -> RunDir:
     return _run_dir_for(as_container(cfg))
 
 
-def pin_data_source(cfg, resolutions: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
+def pin_data_source(cfg) -> None:
     """``dataset.source=auto`` replaced by the source it stands for (:func:`initsuite.setup.data.pin`)."""
     with open_dict(cfg):
-        data_mod.pin(cfg.dataset, resolutions)
+        data_mod.pin(cfg.dataset)
 
 
 def run(cfg) -> RunResult:
@@ -93,10 +93,9 @@ def run(cfg) -> RunResult:
     ``done`` or ``diverged`` is not redone unless ``force=true``; one that another live
     process holds (its lease, :mod:`initsuite.run.lease`) is skipped with status ``held``."""
     validate(cfg)
-    pin_data_source(cfg)
+    rdir = run_dir_for(cfg)  # pins the data source first: the id names the data used
     container = as_container(cfg)
-    rid = run_id(container)
-    rdir = RunDir(Path(cfg.paths.runs).expanduser().resolve() / rid)
+    rid = rdir.path.name
     if _finished(rdir, cfg):
         return load_result(rdir, skipped=True)
     lease = leases.acquire(rdir.path, float(cfg.train.lease_heartbeat_s), float(cfg.train.lease_stale_s))

@@ -121,4 +121,4 @@ def _resolve_data_once(config: DictConfig, sweep_dir: Path) -> None:
     # A relaunch re-resolves: a sweep started on the sample and resumed with real data gets new run ids.
     atomic_write_text(sweep_dir / sweep.DATA_SOURCES_NAME, json.dumps(resolutions, indent=1))
     for r in resolutions.values():
-        print(data.Resolved(r["dataset"], r["source"], r["path"], r["reason"]).describe(), file=sys.stderr, flush=True)
+        print(r["description"], file=sys.stderr, flush=True)
