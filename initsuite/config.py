@@ -98,8 +98,15 @@ class TrainConfig:
 
 @dataclass
 class ProbesConfig:
-    enabled: bool = True
-    every: int = 100  # steps between measurements; step 0 (before any update) is always measured
+    enabled: bool = True  # false: the per-step NaN/Inf forensics only (no probe, no training-batch rows)
+    # Fixed-probe steps: every `every` steps, or null: log-spaced (0, 10, 30, 100, 300, 1000, ...) plus
+    # each epoch's end; step 0 (before any update) and the last step are always measured.
+    every: Optional[int] = None
+    # Training-batch statistics inside the train step (layer_stats rows with batch=train): every
+    # train_every-th step (1 = every step, 0 = off), read off the device once per train_buffer rows.
+    train_every: int = 10
+    train_buffer: int = 100
+    train_quantiles: bool = False  # also percentiles and histograms of the training batch (every statistic)
     hist_steps: List[int] = field(default_factory=lambda: [0, -1])  # steps whose histograms are kept (-1 = last)
     batch_size: int = 300  # fixed probe batch taken from the test split (the paper used 300)
     hist_bins: int = 100
@@ -162,6 +169,8 @@ RANGES = {
     "train.checkpoint_every": (0, None),
     "train.checkpoint_minutes": (0, None),
     "probes.every": (1, None),
+    "probes.train_every": (0, None),
+    "probes.train_buffer": (1, None),
     "probes.batch_size": (1, None),
     "probes.hist_bins": (1, None),
     "dataset.valid_size": (0, None),

@@ -42,9 +42,14 @@ DAMAGED = "damaged"
 # ... and a launcher's outcome for a run another live process holds (initsuite.run.lease).
 HELD = "held"
 
-LAYER_STATS_COLUMNS = ["run_id", "step", "epoch", "layer", "layer_index", "tensor", "stat", "value"]
+# Which batch a layer_stats / histograms row measured: the training batch, inside the train step
+# (initsuite.measure.step_stats, every probes.train_every steps), or the fixed probe batch.
+TRAIN, PROBE = "train", "probe"
+BATCHES = (TRAIN, PROBE)
+LAYER_STATS_COLUMNS = ["run_id", "step", "epoch", "batch", "layer", "layer_index", "tensor", "stat", "value"]
 METRICS_COLUMNS = ["run_id", "step", "epoch", "split", "metric", "value"]
-HISTOGRAM_COLUMNS = ["run_id", "step", "epoch", "layer", "layer_index", "tensor", "bin", "left", "right", "count"]
+HISTOGRAM_COLUMNS = ["run_id", "step", "epoch", "batch", "layer", "layer_index", "tensor", "bin", "left", "right",
+                     "count"]
 EVENTS_COLUMNS = ["run_id", "step", "epoch", "phase", "layer", "layer_index", "tensor", "kind", "detail"]
 # The per-run tables every run folder writes (``<run>/<name>.parquet``).
 TABLE_COLUMNS = {
@@ -296,6 +301,16 @@ def with_series(df: pd.DataFrame, name: str = "series", exclude: Sequence[str] =
     return df.assign(**{name: series(df, exclude=exclude)})
 
 
+def batch_rows(layer_table: pd.DataFrame, batch: str = PROBE) -> pd.DataFrame:
+    """The rows of one batch (:data:`BATCHES`) of a ``layer_stats`` or ``histograms`` table; a
+    table without the ``batch`` column (written before it existed, or built by hand) is all probe."""
+    if batch not in BATCHES:
+        raise ValueError(f"batch must be one of {', '.join(BATCHES)}, got {batch!r}")
+    if layer_table is None or "batch" not in layer_table.columns:
+        return layer_table if batch == PROBE else (layer_table.iloc[0:0] if layer_table is not None else None)
+    return layer_table[layer_table["batch"] == batch]
+
+
 def hidden_layer_names(layer_table: pd.DataFrame) -> List[str]:
     """The hidden layers of a ``layer_stats`` or ``histograms`` table, in depth order: those with
     ``activation`` rows. The output layer (:data:`OUTPUT`, the logits, built-in or custom) has none."""
@@ -305,9 +320,10 @@ def hidden_layer_names(layer_table: pd.DataFrame) -> List[str]:
     return list(rows.sort_values("layer_index").layer.drop_duplicates())
 
 
-def hidden_rows(layer_table: pd.DataFrame) -> pd.DataFrame:
+def hidden_rows(layer_table: pd.DataFrame, batch: str = PROBE) -> pd.DataFrame:
     """The rows of the hidden layers only (per run: a layer name may be hidden in one model and the
-    output of another)."""
+    output of another), of one batch (:func:`batch_rows`: the fixed probe unless told)."""
+    layer_table = batch_rows(layer_table, batch)
     if layer_table.empty:
         return layer_table
     hid = layer_table.loc[layer_table.tensor == "activation", ["run_id", "layer"]].drop_duplicates()

@@ -107,8 +107,21 @@ def test_cases_parse_and_bad_ones_are_refused():
         bench.parse_cases("rnn_b10")
     case = bench.Case("mlp", 10, steps=100, all_steps=7)
     over = bench.variant_overrides(case, "initsuite_all")
-    assert f"train.max_steps={bench.WARMUP + 7}" in over and "probes.every=1" in over
+    total = bench.WARMUP + 7
+    # every statistic of the training batch at every step; the fixed probe only outside the window
+    assert f"train.max_steps={total}" in over and f"probes.every={total}" in over
+    assert "probes.train_every=1" in over and "probes.train_quantiles=true" in over
+    assert "probes.train_every=1" in bench.variant_overrides(case, "initsuite_moments")
     assert "probes.enabled=false" in bench.variant_overrides(case, "initsuite_forensics")
+
+
+def test_default_cadence_is_amortized_over_one_epoch_of_log_spaced_probes():
+    # 60000 / 128 = 468 steps: probes at 0, 10, 30, 100, 300 and 468 (6, two with histograms)
+    got = bench.default_cadence_ratio(1.0, examples_per_s=1280.0, batch_size=128, probe_s=0.5, probe_hist_s=1.0)
+    assert got["epoch_steps"] == 468 and got["probes"] == 6
+    train_s = 468 * 128 / 1280.0
+    assert got["ratio"] == pytest.approx(train_s / (train_s + 4 * 0.5 + 2 * 1.0))
+    assert bench.default_cadence_ratio(0.9, 1280.0, 128, 0.0, 0.0)["ratio"] == pytest.approx(0.9)
 
 
 def test_compare_stats_scales_each_family():

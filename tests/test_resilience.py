@@ -194,7 +194,7 @@ def test_two_concurrent_launchers_train_every_run_exactly_once(tmp_path):
     assert got["runs"].run_id.is_unique and set(got["runs"].run_id) == want and (got["runs"].status == "done").all()
     assert got["runs"].held_by.isna().all()
     ls = got["layer_stats"]
-    assert set(ls.run_id) == want and not ls.duplicated(["run_id", "step", "layer", "tensor", "stat"]).any()
+    assert set(ls.run_id) == want and not ls.duplicated(["run_id", "step", "batch", "layer", "tensor", "stat"]).any()
 
 
 # --------------------------------------------------------------------------- damage is data

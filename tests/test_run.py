@@ -29,15 +29,22 @@ def test_run_writes_every_table_with_documented_columns(make_cfg):
     for name, columns in tables.TABLE_COLUMNS.items():
         df = pd.read_parquet(folder / f"{name}.parquet")
         assert list(df.columns)[: len(columns)] == columns, name  # the documented columns, first, in order
-    ls = pd.read_parquet(folder / "layer_stats.parquet")
-    # measured at 0 (before any update), every 4 steps and at the end
+    everything = pd.read_parquet(folder / "layer_stats.parquet")
+    assert set(everything.batch) == {tables.TRAIN, tables.PROBE}
+    ls = everything[everything.batch == tables.PROBE]
+    # the fixed probe: at 0 (before any update), every 4 steps and at the end
     assert sorted(ls.step.unique()) == [0, 4, 8, 12, 16]
-    assert set(ls.tensor) == {"preactivation", "activation", "backprop_grad", "weight_grad", "weight", "update_ratio"}
+    assert set(ls.tensor) == {"preactivation", "activation", "backprop_grad", "weight_grad", "weight"}
     assert {"mean", "var", "std", "p02", "p50", "p98", "saturated_frac", "zero_frac", "nonfinite_count"} <= set(ls.stat)
     assert list(ls.sort_values("layer_index").layer.unique()) == ["dense_00", "dense_01", "dense_02", "logits"]
-    # update ratios exist for every measured step but the last, and are small and positive
-    ur = ls[ls.tensor == "update_ratio"]
-    assert sorted(ur.step.unique()) == [0, 4, 8, 12] and (ur.value > 0).all()
+    # the training batch, inside the step: every probes.train_every=10 steps and at every probe step
+    # that trains (not the last); update ratios come from those rows, small and positive
+    tr = everything[everything.batch == tables.TRAIN]
+    assert sorted(tr.step.unique()) == [0, 4, 8, 10, 12]
+    assert set(tr.tensor) == {"preactivation", "activation", "backprop_grad", "weight_grad", "weight", "update",
+                              "update_ratio"}
+    ur = tr[tr.tensor == "update_ratio"]
+    assert sorted(ur.step.unique()) == [0, 4, 8, 10, 12] and (ur.value > 0).all() and (ur.value < 1).all()
     m = pd.read_parquet(folder / "metrics.parquet")
     assert set(m.split) == {"train", "valid", "test"} and set(m.metric) == {"loss", "error"}
     assert sorted(m.step.unique()) == [0, 8, 16]  # step 0 and each epoch end

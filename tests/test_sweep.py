@@ -290,7 +290,7 @@ def test_smoke_sweep_killed_with_sigkill_and_relaunched_ends_with_every_run_once
         if name != "events":
             assert set(df.run_id) == want
     ls = pd.read_parquet(sweep_dir / "layer_stats.parquet")
-    assert not ls.duplicated(["run_id", "step", "layer", "tensor", "stat"]).any()
+    assert not ls.duplicated(["run_id", "step", "batch", "layer", "tensor", "stat"]).any()
     assert set(zip(runs.init, runs.activation, runs.depth)) == {
         (i, a, d) for i in ("standard", "glorot_uniform") for a in ("tanh", "relu") for d in (1, 3)}
 

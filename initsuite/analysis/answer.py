@@ -37,6 +37,7 @@ import pandas as pd
 
 from initsuite.analysis import theory
 from initsuite.setup.initializers import CAFFE_TO_TF_THREAD, TRUNCATED_VARIANCE_FACTOR
+from initsuite.tables import batch_rows
 
 REFERENCE = "caffe_xavier"  # what the Caffe net was trained with
 GLOROT = "glorot_uniform"  # what "Xavier" is called in Keras / TF2
@@ -165,6 +166,7 @@ def init_errors(runs: pd.DataFrame) -> pd.DataFrame:
 def step0_per_layer(layer_stats: pd.DataFrame, run_ids: Sequence[str], stat: str = "var") -> pd.DataFrame:
     """Seed-mean step-0 ``stat`` per (layer, tensor) over the given runs: columns layer, layer_index,
     weight, activation, backprop_grad (NaN where not measured)."""
+    layer_stats = batch_rows(layer_stats)  # the fixed probe's rows
     ls = layer_stats[layer_stats.run_id.isin(list(run_ids)) & (layer_stats.stat == stat)
                      & layer_stats.tensor.isin(["weight", "activation", "backprop_grad", "preactivation"])]
     if not len(ls):
@@ -380,7 +382,7 @@ def _first_nan(label: str, runs: pd.DataFrame, events: pd.DataFrame) -> Optional
 def answer(tables: Mapping[str, pd.DataFrame]) -> Answer:
     """Every claim the tables support, in the order of :data:`TOPICS`, one per net where it applies."""
     runs = tables.get("runs", pd.DataFrame())
-    ls = tables.get("layer_stats", pd.DataFrame())
+    ls = batch_rows(tables.get("layer_stats", pd.DataFrame()))  # the fixed probe's rows
     events = tables.get("events", pd.DataFrame())
     if not len(runs):
         return Answer([])
@@ -414,7 +416,7 @@ def figures(tables: Mapping[str, pd.DataFrame], out_dir, formats: Sequence[str] 
     MLP of the sweep (else every net), one column per activation. Empty when nothing to draw."""
     from initsuite.analysis import plots
 
-    runs, ls = tables.get("runs"), tables.get("layer_stats")
+    runs, ls = tables.get("runs"), batch_rows(tables.get("layer_stats"))
     if not applies(runs) or ls is None or not len(ls) or "init" not in ls.columns:
         return []
     keep = set(runs.init[(runs.get("init_name", runs.init) == TRUNCATED) | runs.init.isin([REFERENCE, GLOROT])])

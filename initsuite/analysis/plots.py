@@ -38,7 +38,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from initsuite import tables
+from initsuite import tables as schema
 from initsuite.tables import check_seeds_only, with_series
 from initsuite.tables import hidden_rows as hidden_layers  # the rows of the hidden layers (not the output)
 
@@ -508,6 +508,46 @@ def saturation_over_training(layer_stats: pd.DataFrame, stat: str = "saturated_f
     return fig
 
 
+@styled
+def train_batch_std(layer_stats: pd.DataFrame, tensors: Sequence[str] = ("activation", "backprop_grad"),
+                    stat: str = "std") -> Figure:
+    """Per-layer std of activations and dC/ds over training from the training-batch series
+    (``batch = train``, every ``probes.train_every`` steps; Glorot & Bengio's Figs. 3-4 and
+    9-10 at the resolution of the training steps): rows = series (initializer and whatever
+    else varies), columns = tensor x activation, one colour per hidden layer, mean over seeds."""
+    ls = deepest(hidden_layers(layer_stats, batch=schema.TRAIN))
+    ls, inits, _ = _lines(ls)
+    d_all = ls[ls.tensor.isin(list(tensors)) & (ls.stat == stat)] if len(ls) else ls
+    acts = sorted(d_all.activation.unique()) if len(d_all) and "activation" in d_all else ["-"]
+    cols = [(t, a) for t in tensors for a in acts]
+    rows = inits or ["-"]
+    fig, axes = new_figure(len(rows), len(cols), panel=(3.2, 2.2), sharex=True)
+    n_layers = int(d_all.layer_index.nunique()) if len(d_all) else 1
+    colors = layer_colors(n_layers)
+    for r, init in enumerate(rows):
+        for c, (tensor, act) in enumerate(cols):
+            ax = axes[r, c]
+            d = select(d_all, series=init, tensor=tensor, activation=act) if len(d_all) else d_all
+            if d.empty:
+                _no_data(ax)
+            else:
+                check_seeds_only(d, ["series"])
+                for k, li in enumerate(sorted(d.layer_index.unique())):
+                    s = d[d.layer_index == li].groupby("step").value.mean()
+                    ax.plot(s.index, s.values, "-", color=colors[min(k, n_layers - 1)], lw=1.0)
+                if _positive(d.value):
+                    ax.set_yscale("log")
+            ax.set_title(f"{init}\n{act}: {TENSOR_LABELS.get(tensor, tensor)}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(STAT_NAMES.get(stat, stat))
+            if r == len(rows) - 1:
+                ax.set_xlabel(STEP_LABEL)
+    _legend_layers(fig, n_layers)
+    fig.suptitle(f"Per-layer {STAT_NAMES.get(stat, stat)} on the training batch, every recorded step\n"
+                 f"({describe(ls)})")
+    return fig
+
+
 # -- per-layer figures of one configuration (the paper's style) ---------------------------------------
 
 @styled
@@ -651,7 +691,7 @@ def slices(runs: pd.DataFrame) -> List[Tuple[str, dict]]:
     """One ``(suffix, selection)`` per combination of the facet columns that vary in the sweep
     (:func:`initsuite.tables.facet_columns`: dataset, model, width, optimizer, lr, batch size,
     epochs); ``("", {})`` if none vary. Every other varying key is a line of its own."""
-    cols = tables.facet_columns(runs)
+    cols = schema.facet_columns(runs)
     if not cols:
         return [("", {})]
     out = []
@@ -670,7 +710,8 @@ def comparison_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
     * ``variance_activation_training`` / ``variance_backprop_grad_training``: the same at selected steps;
     * ``training_curves``: train loss and test error per initializer, seed bands;
     * ``outcome_heatmaps``: final test error and divergence over initializer x depth;
-    * ``saturation``: saturated / dead units per layer during training.
+    * ``saturation``: saturated / dead units per layer during training;
+    * ``train_batch_std``: per-layer std of activations and dC/ds at every recorded training step.
     """
     runs, ls, met = tables["runs"], tables["layer_stats"], tables["metrics"]
     written: List[FigureFile] = []
@@ -691,6 +732,12 @@ def comparison_figures(tables: Dict[str, pd.DataFrame], out_dir: Path,
                  "The same for back-propagated gradients dC/ds at selected training steps (rows).",
                  lambda: variance_over_training(ls_s, "backprop_grad")),
             ]
+            if len(hidden_layers(ls_s, batch=schema.TRAIN)):
+                specs.append(("train_batch_std", "Per-layer std on the training batch" + tag,
+                              "Std of activations and back-propagated gradients dC/ds per hidden layer at every "
+                              "recorded training step (the training-batch series, batch = train), one row per "
+                              "initializer (log scale).",
+                              lambda: train_batch_std(ls_s)))
             if (ls_s.stat == "saturated_frac").any():
                 specs.append(("saturation", "Saturated / dead units during training" + tag,
                               "Percentage of units whose slope |f'(s)| is below 5% of the activation's peak "

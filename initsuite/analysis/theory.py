@@ -26,7 +26,7 @@ from initsuite.setup.meanfield import (  # noqa: F401  (the mean-field and linea
     QUAD_NODES, GH_MAX_SD, PANEL_NODES, PANEL_EDGE, Q_FLOOR, Q_CEIL, TRAINABLE_DEPTH_FACTOR, CRITICAL_TOL,
     ActivationLike, gaussian_mean, qmap, fixed_point, chi1, correlation_map, correlation_fixed_point,
     MeanField, mean_field, depth_scale, trainable_depth, critical_sigma_w2, propagate, glorot_linear)
-from initsuite.tables import check_seeds_only, is_config_column, with_series
+from initsuite.tables import batch_rows, check_seeds_only, is_config_column, with_series
 from initsuite.tables import hidden_layer_names as hidden_layers  # layers with an activation, not the output
 
 
@@ -166,6 +166,7 @@ def hidden_fan_in(model: str, width: int) -> Optional[int]:
 
 
 def _step0(layer_stats: pd.DataFrame) -> pd.DataFrame:
+    layer_stats = batch_rows(layer_stats)  # the fixed probe's rows
     step = layer_stats.step.min()
     return layer_stats[layer_stats.step == step]
 

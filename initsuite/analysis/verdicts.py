@@ -87,7 +87,7 @@ class _Stats:
     """One run's layer statistics, indexed for the checks."""
 
     def __init__(self, layer_stats: pd.DataFrame):
-        ls = layer_stats if layer_stats is not None else pd.DataFrame()
+        ls = schema.batch_rows(layer_stats) if layer_stats is not None else pd.DataFrame()  # the fixed probe
         self.ls = ls
         self.steps = sorted(ls.step.unique()) if len(ls) else []
         self.hidden = schema.hidden_layer_names(ls)  # the output layer (logits) is never one of them

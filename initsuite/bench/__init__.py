@@ -1,18 +1,23 @@
 """``make bench``: what initsuite's instrumentation costs, measured against plain Keras.
 
 For each case (the paper MLP 784-1000x5-10 and ``conf/model/cnn.yaml``, both tanh, on
-MNIST-shaped synthetic data, at batch sizes 10 and 128), five variants train the same
+MNIST-shaped synthetic data, at batch sizes 10 and 128), the variants train the same
 model with the same optimizer (plain SGD), loss, batch size and ``tf.data`` stream
 (:func:`initsuite.run.train.train_dataset`), side by side in one process:
 
-========================  ==================================================================
-``keras_fit``             ``model.fit``: the baseline
-``initsuite_default``     initsuite's loop with its default probe cadence (``probes.every=100``)
-``initsuite_forensics``   ``probes.enabled=false``: the loop and its per-step NaN/Inf check only
-``initsuite_all``         ``probes.every=1`` and histograms at every step: every statistic, every step
-``keras_tensorboard``     ``model.fit`` + ``TensorBoard(histogram_freq=1)``, one fit epoch per
-                          window, i.e. weight histograms at initsuite's default probe cadence
-========================  ==================================================================
+=======================  ===================================================================
+``keras_fit``            ``model.fit``: the baseline
+``initsuite_default``    initsuite's loop at its defaults: training-batch statistics every
+                         ``probes.train_every`` (10) steps; the fixed probe's cost is added
+                         per its default log-spaced cadence over one MNIST epoch (below)
+``initsuite_moments``    training-batch statistics at every step (``probes.train_every=1``)
+``initsuite_forensics``  ``probes.enabled=false``: the loop and its per-step NaN/Inf check only
+``initsuite_all``        every statistic, every step: ``train_every=1`` with the training
+                         batch's exact percentiles and histograms (``probes.train_quantiles``)
+``keras_tensorboard``    ``model.fit`` + ``TensorBoard(histogram_freq=1)``, one fit epoch per
+                         window, i.e. weight histograms once per window
+``keras_watch``          ``model.fit`` with :func:`initsuite.keras.watch` at its defaults
+=======================  ===================================================================
 
 Method.
 
@@ -24,7 +29,13 @@ Method.
   interleaved and mirrored, A B C D E E D C B A A B ..., so a slow drift of the machine
   hits every variant alike; a variant's examples/s is the median of its windows and its
   ratio the median of the per-repetition ratios to ``keras_fit`` (paired, so the drift
-  cancels). A default-cadence window of 100 steps holds exactly one probe, as in a run.
+  cancels). The windows hold no fixed-probe step (``probes.every`` beyond them).
+* The fixed probe, amortized: its time (the median of a few calls, with and without
+  histograms) is measured apart, and ``initsuite_default``'s ratio is the paired window
+  ratio times the share of one MNIST epoch (60,000 examples) that is training when the
+  default cadence probes it (log-spaced steps 0, 10, 30, 100, ..., the epoch's end;
+  histograms at the first and last): ``ratio = r_window T / (T + sum of probe times)``,
+  T = the epoch's steps at the window's speed.
 * Peak memory: each variant again in a fresh process (a process's high-water mark
   cannot be reset, and in one process the variants would share it): the peak RSS
   (``VmHWM``) of importing TensorFlow, building, tracing and a short run with the probes
@@ -62,11 +73,25 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from initsuite.atomic import atomic_write_text
 
 BASELINE = "keras_fit"
-VARIANTS = ("keras_fit", "initsuite_default", "initsuite_forensics", "initsuite_all", "keras_tensorboard")
-KERAS_VARIANTS = ("keras_fit", "keras_tensorboard")
+VARIANTS = ("keras_fit", "initsuite_default", "initsuite_moments", "initsuite_forensics", "initsuite_all",
+            "keras_tensorboard", "keras_watch")
+KERAS_VARIANTS = ("keras_fit", "keras_tensorboard", "keras_watch")
 WARMUP = 5  # steps into each timed call before its window opens
 # The issue's targets: throughput as a fraction of keras_fit, peak memory as a multiple of it.
-THROUGHPUT_TARGETS = {"initsuite_default": 0.95, "initsuite_all": 0.85, "initsuite_forensics": 0.97}
+THROUGHPUT_TARGETS = {"initsuite_default": 0.95, "initsuite_moments": 0.85, "initsuite_forensics": 0.97,
+                      "keras_watch": 0.95}
+ALL_TARGET = ("initsuite_all", "mlp_b128", 0.3)  # every statistic, every step: >= 0.3x on the MLP at batch 128
+EPOCH_EXAMPLES = 60000  # the default cadence is amortized over one MNIST epoch
+# Published costs of peers (not measured here): run time relative to no instrumentation, as throughput.
+PEERS = [
+    ("Cockpit economy, every step, CIFAR-10 3c3d CNN (RTX 2080 Ti)", 1 / 1.5),
+    ("Cockpit full, every step, CIFAR-10 3c3d CNN", 1 / 21.0),
+    ("Cockpit economy, every 16 steps, CIFAR-10 3c3d CNN", 1 / 1.0),
+    ("Cockpit full, every 16 steps, CIFAR-10 3c3d CNN", 1 / 2.3),
+    ("Cockpit economy, every step, MNIST MLP (GPU)", 1 / 4.25),
+    ("Cockpit full, every step, MNIST MLP (GPU)", 1 / 141.0),
+    ("TF Debugger V2 health modes, GPU Transformer b64", 1 / 1.5),
+]
 MEMORY_TARGET = 1.2
 FLOPS_TARGET = 0.5  # of the matmul peak: the paper MLP at batch size 128, on CPU
 FLOPS_CASE = "mlp_b128"
@@ -100,7 +125,7 @@ class Case:
     model: str
     batch_size: int
     steps: int = 100
-    all_steps: int = 5
+    all_steps: int = 20
 
     @property
     def name(self) -> str:
@@ -131,15 +156,33 @@ def parse_cases(text: str, steps: int = 100) -> List[Case]:
 
 def variant_overrides(case: Case, variant: str, jit: bool = False) -> List[str]:
     """The initsuite config of one variant of one case (the Keras variants use it too, for
-    the data, the model and the optimizer)."""
+    the data, the model and the optimizer). No fixed-probe step falls inside a window (the
+    probe at step 0 and the last is outside it; its cost is measured apart)."""
     total = WARMUP + case.window(variant)
     out = COMMON + MODELS[case.model] + [f"train.batch_size={case.batch_size}", f"train.max_steps={total}",
-                                         f"train.jit_compile={str(bool(jit)).lower()}"]
+                                         f"train.jit_compile={str(bool(jit)).lower()}", f"probes.every={total}"]
     if variant == "initsuite_forensics":
         out.append("probes.enabled=false")
+    elif variant == "initsuite_moments":
+        out.append("probes.train_every=1")
     elif variant == "initsuite_all":
-        out += ["probes.every=1", f"probes.hist_steps=[{','.join(str(s) for s in range(total + 1))}]"]
+        out += ["probes.train_every=1", "probes.train_quantiles=true"]
     return out
+
+
+def default_cadence_ratio(window_ratio: float, examples_per_s: float, batch_size: int, probe_s: float,
+                          probe_hist_s: float, epoch_examples: int = EPOCH_EXAMPLES) -> Dict[str, float]:
+    """``initsuite_default`` over one epoch: the window's paired ratio times the epoch's share of
+    training time when the default cadence (log-spaced steps and the epoch's end; histograms at
+    the first and the last) adds its probes."""
+    from initsuite.run.train import log_spaced_steps
+
+    steps = epoch_examples // batch_size
+    probes = sorted(log_spaced_steps(steps) | {steps})
+    train_s = steps * batch_size / examples_per_s
+    probe_total = (len(probes) - 2) * probe_s + 2 * probe_hist_s
+    return dict(ratio=window_ratio * train_s / (train_s + probe_total), epoch_steps=steps, probes=len(probes),
+                train_s=train_s, probe_s=probe_total)
 
 
 # --------------------------------------------------------------------------- bookkeeping
@@ -234,8 +277,12 @@ def check_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
             if variant in rows:
                 add(f"throughput {variant}", case["case"], rows[variant]["ratio"], goal,
                     cpu_value=rows[variant].get("cpu_ratio"))
+        variant, where, goal = ALL_TARGET
+        if variant in rows and case["case"] == where:
+            add(f"throughput {variant}", case["case"], rows[variant]["ratio"], goal,
+                cpu_value=rows[variant].get("cpu_ratio"))
         base_mem = rows.get(BASELINE, {}).get("peak_mb")
-        for variant in THROUGHPUT_TARGETS:
+        for variant in [v for v in VARIANTS if v != BASELINE]:
             mem = rows.get(variant, {}).get("peak_mb")
             if base_mem and mem:
                 add(f"peak memory {variant}", case["case"], mem / base_mem, MEMORY_TARGET, higher_is_better=False)
@@ -254,13 +301,16 @@ def compare_stats(ref, other) -> Dict[str, float]:
     """Largest difference of two runs' ``layer_stats`` per family of statistic, each on its
     own scale: location and spread (mean, percentiles, std) in units of the reference
     tensor's std; var and update ratios relative; fractions and non-finite counts absolute.
-    Rows are matched on (step, layer, tensor, stat)."""
+    Rows are matched on (step, batch, layer, tensor, stat); norms are relative."""
     import numpy as np
     import pandas as pd
 
-    keys = ["step", "layer", "tensor", "stat"]
+    from initsuite.tables import PROBE
+
+    ref, other = (t if "batch" in t.columns else t.assign(batch=PROBE) for t in (ref, other))
+    keys = ["step", "batch", "layer", "tensor", "stat"]
     m = pd.merge(ref[keys + ["value"]], other[keys + ["value"]], on=keys, suffixes=("_ref", "_other"))
-    std = ref[ref.stat == "std"].set_index(["step", "layer", "tensor"]).value
+    std = ref[ref.stat == "std"].set_index(["step", "batch", "layer", "tensor"]).value
     out = {"location": 0.0, "relative": 0.0, "fraction": 0.0, "count": 0.0, "compared": float(len(m))}
     for r in m.itertuples(index=False):
         a, b = float(r.value_ref), float(r.value_other)
@@ -268,14 +318,14 @@ def compare_stats(ref, other) -> Dict[str, float]:
             if not (np.isnan(a) and np.isnan(b)):
                 out["count"] = max(out["count"], float("inf"))
             continue
-        if r.stat in ("var",) or r.tensor == "update_ratio":
+        if r.stat in ("var", "norm") or r.tensor == "update_ratio":
             family, err = "relative", abs(a - b) / max(abs(a), 1e-30)
         elif r.stat.endswith("_frac"):
             family, err = "fraction", abs(a - b)
         elif r.stat == "nonfinite_count":
             family, err = "count", abs(a - b)
         else:
-            scale = std.get((r.step, r.layer, r.tensor), float("nan"))
+            scale = std.get((r.step, r.batch, r.layer, r.tensor), float("nan"))
             scale = scale if np.isfinite(scale) and scale > 0 else max(abs(a), 1e-30)
             family, err = "location", abs(a - b) / scale
         out[family] = max(out[family], float(err))
@@ -391,6 +441,21 @@ class InitsuiteRunner:
             t.inst.probe(x, y, True)
         self.trainer.cfg.train.max_steps = self.total
 
+    def probe_seconds(self, with_hist: bool, repeats: int = 3) -> float:
+        """Median wall time of one fixed-probe measurement (traced by :meth:`warm_up`)."""
+        import numpy as np
+        import tensorflow as tf
+
+        t = self.trainer
+        n = min(int(self.cfg.probes.batch_size), len(t.data.x_test))
+        x, y = tf.constant(t.data.x_test[:n]), tf.constant(t.data.y_test[:n].astype(np.int64))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            t.inst.probe(x, y, with_hist)  # returns numbers: it waits for the device
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
     def window(self) -> Tuple[float, float]:
         """(wall seconds, process CPU seconds) of the steps WARMUP .. total-1."""
         self.clock.steps, self.clock.times = frozenset({WARMUP, self.total}), {}
@@ -471,6 +536,10 @@ def make_runner(case: Case, variant: str, workdir: Path, jit: bool = False):
 
     cfg = compose(variant_overrides(case, variant, jit) + [f"paths.results={workdir}"])
     name = f"{case.name}-{variant}"
+    if variant == "keras_watch":
+        from initsuite.bench.watch import WatchRunner
+
+        return WatchRunner(cfg, workdir, name, clock=keras_clock(), warmup=WARMUP)
     if variant in KERAS_VARIANTS:
         return KerasRunner(cfg, workdir, name, tensorboard=variant == "keras_tensorboard")
     return InitsuiteRunner(cfg, workdir, name)
@@ -503,6 +572,20 @@ def time_case(case: Case, variants: Sequence[str], reps: int, workdir: Path, jit
     for v, row in rows.items():
         row["window_steps"] = case.window(v)
         row["flops"] = row["examples_per_s"] * flops
+    if "initsuite_default" in rows:  # the fixed probe at the default cadence, amortized over an epoch
+        r = rows["initsuite_default"]
+        runner = runners["initsuite_default"]
+        r["probe_s"], r["probe_hist_s"] = runner.probe_seconds(False), runner.probe_seconds(True)
+        r["window_ratio"], r["window_cpu_ratio"] = r["ratio"], r.get("cpu_ratio")
+        epoch = default_cadence_ratio(r["ratio"], r["examples_per_s"], case.batch_size, r["probe_s"],
+                                      r["probe_hist_s"])
+        r["epoch"] = epoch
+        r["ratio"] = epoch["ratio"]
+        if r.get("cpu_ratio") is not None:
+            r["cpu_ratio"] = r["cpu_ratio"] * epoch["ratio"] / r["window_ratio"]
+        log(f"  {case.name} initsuite_default: probe {r['probe_s']:.3f} s ({r['probe_hist_s']:.3f} s with "
+            f"histograms), {epoch['probes']} probes per {epoch['epoch_steps']}-step epoch: ratio "
+            f"{r['window_ratio']:.3f} -> {epoch['ratio']:.3f}")
     return dict(case=case.name, model=case.model, batch_size=case.batch_size,
                 train_flops_per_example=flops, variants=rows)
 
@@ -713,7 +796,23 @@ def to_markdown(report: Dict[str, Any]) -> str:
             lines.append(f"- {mode}: location {e['location']:.2e}, relative {e['relative']:.2e}, "
                          f"fraction {e['fraction']:.2e}, counts {e['count']:g} -> max {r['max_error']:.2e} "
                          f"(tolerance {r['tolerance']:g}, {'ok' if r['ok'] else 'EXCEEDED'})")
-    lines += ["", "Method: see `initsuite/bench/__init__.py`. `initsuite_all` = `probes.every=1` + histograms every step; "
+    probes = [(c["case"], c["variants"]["initsuite_default"]) for c in report.get("cases", [])
+              if "epoch" in c["variants"].get("initsuite_default", {})]
+    if probes:
+        lines += ["", "Default cadence over one MNIST epoch (the window's ratio times the share of the epoch "
+                      "left to training once the fixed probe runs at its log-spaced steps):", "",
+                  "| case | window ratio | probe s | with histograms s | probes per epoch | epoch steps | ratio |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, r in probes:
+            e = r["epoch"]
+            lines.append(f"| {name} | {_fmt(r['window_ratio'], '.3f')} | {_fmt(r['probe_s'], '.3f')} | "
+                         f"{_fmt(r['probe_hist_s'], '.3f')} | {e['probes']} | {e['epoch_steps']} | "
+                         f"{_fmt(e['ratio'], '.3f')} |")
+    lines += ["", "Published peers, for scale (as published, not measured here; throughput = 1 / their run-time "
+                  "factor):", "", "| peer | throughput |", "|---|---:|"]
+    lines += [f"| {name} | {value:.3f}x |" for name, value in PEERS]
+    lines += ["", "Method: see `initsuite/bench/__init__.py`. `initsuite_all` = the training batch's every statistic "
+                  "(moments, exact percentiles, histograms) at every step; "
                   "`keras_tensorboard` = `TensorBoard(histogram_freq=1)` with one fit epoch per window.", ""]
     return "\n".join(lines)
 
@@ -760,6 +859,13 @@ def run_bench(cases: Sequence[Case], reps: int = 3, out_dir: Path = Path("result
         skipped["keras_tensorboard"] = "the tensorboard package is not installed (pip install tensorboard)"
         variants = [v for v in variants if v != "keras_tensorboard"]
         log(f"[bench] keras_tensorboard skipped: {skipped['keras_tensorboard']}")
+    if "keras_watch" in variants:
+        try:
+            import initsuite.bench.watch  # noqa: F401
+        except ImportError as exc:
+            skipped["keras_watch"] = f"initsuite.bench.watch does not import: {exc}"
+            variants = [v for v in variants if v != "keras_watch"]
+            log(f"[bench] keras_watch skipped: {skipped['keras_watch']}")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="tmp-", dir=out_dir))  # run folders, TensorBoard logs; removed at the end
@@ -814,7 +920,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    help="the MLP cases, one repetition, no memory processes: a smoke test, not a measurement")
     p.add_argument("--reps", type=int, default=None, help="interleaved repetitions per case (default 3; quick 1)")
     p.add_argument("--cases", default=None, help="comma list like mlp_b10,cnn_b128 (default: mlp and cnn at 10 and 128)")
-    p.add_argument("--steps", type=int, default=100, help="steps per timed window (keep a multiple of probes.every=100)")
+    p.add_argument("--steps", type=int, default=100, help="steps per timed window")
+    p.add_argument("--variants", default=None, help=f"comma list of variants (default: all of {', '.join(VARIANTS)}); "
+                                                     f"{BASELINE} is always included")
     p.add_argument("--out", default="results/bench", help="output folder")
     p.add_argument("--jit", action="store_true", help="XLA for every variant (train.jit_compile / Keras jit_compile)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-variant peak-memory processes")
@@ -831,8 +939,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     except ValueError as e:
         p.error(f"--cases: {e}")
     reps = a.reps if a.reps is not None else (1 if a.quick else 3)
+    variants = list(VARIANTS)
+    if a.variants:
+        unknown = [v for v in a.variants.split(",") if v not in VARIANTS]
+        if unknown:
+            p.error(f"--variants: unknown {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
+        variants = [v for v in VARIANTS if v == BASELINE or v in a.variants.split(",")]
     return run_bench(cases, reps=reps, out_dir=Path(a.out), quick=a.quick, memory=not (a.no_memory or a.quick),
-                     sweep=not a.no_sweep, precision=not a.no_precision, jit=a.jit)
+                     sweep=not a.no_sweep, precision=not a.no_precision, jit=a.jit, variants=variants)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The compiled pieces of a run: the training step with NaN/Inf forensics, the probe
 measurement and the evaluation pass, all ``tf.function``s over one model.
 
-What they cost is measured by ``make bench`` (:mod:`initsuite.bench`); three choices
+What they cost is measured by ``make bench`` (:mod:`initsuite.bench`); the choices that
 keep it small:
 
 * **NaN/Inf forensics, every step, nearly free.** The step checks only what it
@@ -29,16 +29,10 @@ keep it small:
   update. The first failing item is stored in two variables the host reads now
   and then.
 
-* **Statistics without sorting.** Percentiles are exact (NumPy's linear rule, bit
-  for bit what the sort in :func:`initsuite.measure.probes.tensor_stats` gives) but found by
-  selection: one binning pass locates the bins that hold the wanted ranks and only
-  those values are sorted (:func:`select_quantiles`); a tensor whose sum is finite
-  needs no NaN mask at all (:func:`summarize`). On a 1000x1000 kernel that is ~15x
-  faster than sorting, and the probe reads every kernel and kernel gradient: the
-  paper MLP's probe fell from ~1.5 s to ~0.13 s on 2 CPU cores. The statistics are
-  one ``tf.function`` (:func:`stats_function`) that the probe calls per tensor, so
-  they are traced once per process instead of once per tensor and layer.
-
+* **Training-batch statistics inside the step** (:mod:`initsuite.measure.step_stats`): the
+  step reduces the tensors it holds into a device buffer the host reads once per
+  ``probes.train_buffer`` recorded steps.
+* **Exact percentiles without sorting** (:mod:`initsuite.measure.summaries`), for the fixed probe.
 * **One transfer per measurement.** A probe returns all its numbers stacked in one
   tensor, so the host waits for the device once, not once per statistic.
 
@@ -55,11 +49,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from initsuite.measure.probes import BASE_STATS, CheckItem, Taps, main_kernel, percentile_name, slope
+from initsuite.measure.probes import CheckItem, Taps, main_kernel, slope
+from initsuite.measure.step_stats import StepStats, plain_sgd, watch_updates
+from initsuite.measure.summaries import (  # noqa: F401  (re-exported: the probe's statistics)
+    SELECT_BINS, Finite, flat32, histogram_function, range_function, finite_histogram, select_quantiles, stat_names,
+    stats_function, summarize)
 
 HIST_TENSORS = ("activation", "preactivation", "backprop_grad", "weight_grad")
-SELECT_BINS = 1024  # histogram bins of the selection pass: ~n/1024 values are sorted per percentile
-HIST_TAIL = 0.1  # a histogram's common axis spans the layers' [p0.1, p99.9] (extreme outliers go to the edge bins)
 
 
 def precision_policy(cfg) -> str:
@@ -90,162 +86,6 @@ def _all_finite(t) -> tf.Tensor:
     return tf.reduce_all(tf.math.is_finite(t))
 
 
-class Finite:
-    """A tensor's finite entries, without copying them out: ``up`` is the flat tensor in
-    float32 with every non-finite entry replaced by +inf (so the finite values keep their
-    ranks 0..n-1), ``mask`` marks the finite entries, ``n`` counts them, ``lo`` / ``hi``
-    are their min / max."""
-
-    def __init__(self, x):
-        flat = tf.cast(tf.reshape(tf.convert_to_tensor(x), [-1]), tf.float32)  # statistics always in float32
-        self.flat = flat
-        self.mask = tf.math.is_finite(flat)
-        inf = tf.constant(float("inf"))
-        self.up = tf.where(self.mask, flat, inf)
-        self.size = tf.size(flat)
-        self.n = tf.reduce_sum(tf.cast(self.mask, tf.int32))
-        self.lo = tf.reduce_min(self.up)
-        self.hi = tf.reduce_max(tf.where(self.mask, flat, -inf))
-
-
-def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS) -> tf.Tensor:
-    """Percentiles ``qs`` (0-100) of the ``n`` finite entries of ``v`` (min ``lo``, max
-    ``hi``; any other entry is +inf) by NumPy's default rule: linear interpolation
-    between the sorted values at ranks floor(p) and floor(p)+1, p = q/100 (n-1). Bit for
-    bit what sorting gives, without sorting everything; NaN where n = 0.
-
-    Selection: each value goes to one of ``bins`` equal bins over [lo, hi] by a monotone
-    formula, so bin order is value order; the cumulative counts name the bins that hold the wanted ranks and only
-    the values in those bins are sorted: O(n) plus a sort of about n/bins values per
-    percentile (of every value only if they all crowd into one bin).
-    """
-    qs = [float(q) for q in qs]
-    k = len(qs)
-    n1 = tf.maximum(n, 1)
-    nf = tf.cast(n1, tf.float32)
-    pos = [(q / 100.0) * (nf - 1.0) for q in qs]
-    r_lo = [tf.cast(tf.floor(p), tf.int32) for p in pos]
-    ranks = tf.stack(r_lo + [tf.minimum(r + 1, n1 - 1) for r in r_lo])
-    frac = tf.stack([p - tf.floor(p) for p in pos])
-    lo = tf.where(n > 0, lo, 0.0)
-    spread = tf.logical_and(n > 0, hi > lo)
-    # bin = v a - b with a = bins / (hi - lo), b = lo a: the scalars in float64, where hi - lo
-    # cannot overflow; per value one multiply and one subtract, both monotone, so bin order
-    # is value order however the rounding falls (+inf lands in the last bin).
-    lo64, hi64 = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
-    a64 = float(bins) / tf.where(spread, hi64 - lo64, 1.0)
-    a, b = tf.cast(a64, tf.float32), tf.cast(lo64 * a64, tf.float32)
-    idx = tf.cast(tf.clip_by_value(v * a - b, 0.0, bins - 1.0), tf.int32)
-    counts = tf.math.bincount(idx, minlength=bins, maxlength=bins, dtype=tf.int32)
-    cum = tf.cumsum(counts)
-    want = tf.minimum(tf.searchsorted(cum, ranks, side="right"), bins - 1)  # the bin holding each rank
-    keep_bin = tf.logical_and(tf.scatter_nd(want[:, None], tf.ones_like(want), [bins]) > 0, spread)
-    part = tf.concat([tf.sort(tf.boolean_mask(v, tf.gather(keep_bin, idx))), [lo]], 0)  # never empty
-    kept_before = tf.cumsum(tf.where(keep_bin, counts, 0), exclusive=True)
-    at = ranks - tf.gather(cum - counts, want) + tf.gather(kept_before, want)
-    got = tf.gather(part, tf.clip_by_value(at, 0, tf.size(part) - 1))
-    a, b = got[:k], got[k:]
-    out = tf.where(spread, a + (b - a) * frac, lo)  # all values equal: no bins needed
-    return tf.where(n > 0, out, float("nan"))
-
-
-def stat_names(percentiles: Sequence[float]) -> List[str]:
-    """The order :func:`summarize` stacks its values in (``saturated_frac`` is separate)."""
-    return list(BASE_STATS) + [percentile_name(q) for q in percentiles] + ["zero_frac", "nonfinite_count"]
-
-
-def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
-    """The statistics of :func:`initsuite.measure.probes.tensor_stats`, same values, stacked in
-    :func:`stat_names` order: mean, var (ddof 0), std, percentiles and zero_frac of the
-    finite entries (NaN if none), and the count of the others.
-
-    Cheaper than sorting: percentiles by :func:`select_quantiles`, and when the sum is
-    finite (no NaN/Inf anywhere, the usual case) no mask is built at all.
-    """
-    flat = tf.cast(tf.reshape(tf.convert_to_tensor(x), [-1]), tf.float32)  # statistics always in float32
-    total = tf.reduce_sum(flat)
-
-    def all_finite():
-        n = tf.size(flat)
-        nf = tf.cast(tf.maximum(n, 1), tf.float32)
-        lo, hi = tf.reduce_min(flat), tf.reduce_max(flat)
-        mean = total / nf
-        var = tf.reduce_sum(tf.math.squared_difference(flat, mean)) / nf
-        zero = tf.reduce_sum(tf.cast(tf.equal(flat, 0.0), tf.float32)) / nf
-        qs = select_quantiles(flat, n, lo, hi, percentiles) if len(percentiles) else tf.zeros([0])
-        out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, tf.stack([zero])], 0)
-        out = tf.where(n > 0, out, float("nan"))
-        return tf.concat([out, [0.0]], 0)
-
-    def some_nonfinite():
-        f = Finite(flat)
-        nf = tf.cast(tf.maximum(f.n, 1), tf.float32)
-        mean = tf.reduce_sum(tf.where(f.mask, flat, 0.0)) / nf
-        var = tf.reduce_sum(tf.where(f.mask, tf.math.squared_difference(flat, mean), 0.0)) / nf
-        zero = tf.reduce_sum(tf.cast(tf.equal(flat, 0.0), tf.float32)) / nf
-        qs = select_quantiles(f.up, f.n, f.lo, f.hi, percentiles) if len(percentiles) else tf.zeros([0])
-        out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, tf.stack([zero])], 0)
-        out = tf.where(f.n > 0, out, float("nan"))
-        return tf.concat([out, [tf.cast(f.size - f.n, tf.float32)]], 0)
-
-    return tf.cond(tf.math.is_finite(total), all_finite, some_nonfinite)
-
-
-def finite_histogram(f: Finite, lo, hi, bins: int):
-    """Counts of the finite entries over ``bins`` equal bins on [lo, hi]; values outside go
-    to the edge bins. The +inf placeholders land in the last bin and are taken out."""
-    counts = tf.histogram_fixed_width(f.up, tf.stack([lo, hi]), nbins=bins, dtype=tf.int32)
-    return counts - tf.one_hot(bins - 1, bins, dtype=tf.int32) * (f.size - f.n)
-
-
-_COMPILED: Dict[tuple, Any] = {}
-# Called, not inlined, where the probe uses them: inlined at each of its ~30 call sites,
-# their kernels took ~110 MB more memory (the benchmark's peak-memory target) for no speed.
-_NOINLINE = {"_noinline": True}
-
-
-def _flat32(x):
-    return tf.cast(tf.reshape(tf.convert_to_tensor(x), [-1]), tf.float32)
-
-
-def stats_function(percentiles: Sequence[float]):
-    """:func:`summarize` as a ``tf.function`` over flat float32 vectors, traced once per
-    process and percentile list. The probe calls it for every tensor of every layer: as
-    one function its ops are traced once, not once per tensor (tracing them all took
-    longer than a whole small run)."""
-    key = ("stats",) + tuple(float(q) for q in percentiles)
-    if key not in _COMPILED:
-        qs = key[1:]
-        _COMPILED[key] = tf.function(lambda flat: summarize(flat, qs),
-                                     input_signature=[tf.TensorSpec([None], tf.float32)],
-                                     experimental_attributes=_NOINLINE)
-    return _COMPILED[key]
-
-
-def _range_function(tail: float = HIST_TAIL):
-    key = ("range", float(tail))
-    if key not in _COMPILED:
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)], experimental_attributes=_NOINLINE)
-        def tails(flat):  # [p(tail), p(100-tail)] of the finite entries, (0, 0) if none
-            f = Finite(flat)
-            return tf.where(f.n > 0, select_quantiles(f.up, f.n, f.lo, f.hi, (tail, 100.0 - tail)), 0.0)
-
-        _COMPILED[key] = tails
-    return _COMPILED[key]
-
-
-def _histogram_function(bins: int):
-    key = ("hist", int(bins))
-    if key not in _COMPILED:
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.float32),
-                                      tf.TensorSpec([], tf.float32)], experimental_attributes=_NOINLINE)
-        def hist(flat, lo, hi):
-            return finite_histogram(Finite(flat), lo, hi, int(bins))
-
-        _COMPILED[key] = hist
-    return _COMPILED[key]
-
-
 class Instrument:
     def __init__(self, built, loss_fn, optimizer, cfg):
         self.built = built
@@ -256,13 +96,15 @@ class Instrument:
         self.percentiles = [float(q) for q in cfg.probes.percentiles]
         self.hist_bins = int(cfg.probes.hist_bins)
         self.layer_index = {p.name: i for i, p in enumerate(self.points)}
-        tap_layers = {}
+        tap_layers, tap_inputs = {}, {}
         for p in self.points:
             if p.pre_layer is not None:
                 tap_layers[(p.name, "pre")] = p.pre_layer
             if p.act_layer is not None:
                 tap_layers[(p.name, "act")] = p.act_layer
-        self.taps = Taps(tap_layers)
+            if type(p.kernel_layer) is keras.layers.Dense:  # its input: the Gram identity of step_stats
+                tap_inputs[(p.name, "in")] = p.kernel_layer
+        self.taps = Taps(tap_layers, tap_inputs)
         self.kernels = {p.name: main_kernel(p.kernel_layer) for p in self.points}
         owner = {}
         for p in self.points:
@@ -273,16 +115,23 @@ class Instrument:
         self.nf_index = tf.Variable(-1, dtype=tf.int32, trainable=False, name="first_nonfinite_item")
         self.check_items: Optional[List[CheckItem]] = None
         # What the stacked outputs hold, recorded when the functions are traced.
-        self._ratio_names: List[str] = []
         self._probe_layout: Dict[bool, Tuple[list, list]] = {}
+        # Training-batch statistics (probes.train_every > 0): a row per recorded step, on the device.
+        self.train_every = int(cfg.probes.get("train_every", 0) or 0) if cfg.probes.enabled else 0
+        self.stats: Optional[StepStats] = None
+        if self.train_every > 0:
+            index = {id(v): i for i, v in enumerate(self.model.trainable_variables)}
+            self.stats = StepStats(
+                self.points, self.kernels, {n: index.get(id(k)) for n, k in self.kernels.items() if k is not None},
+                built.saturated_intervals or [], int(cfg.probes.get("train_buffer", 100)),
+                quantiles=self.percentiles if cfg.probes.get("train_quantiles", False) else (),
+                hist_bins=self.hist_bins if cfg.probes.get("train_quantiles", False) else 0)
         jit = bool(cfg.train.jit_compile)
         self._train = {
-            False: tf.function(lambda x, y, s: self._train_step(x, y, s, False), jit_compile=jit),
-            True: tf.function(lambda x, y, s: self._train_step(x, y, s, True), jit_compile=jit),
-        }
+            r: tf.function(lambda x, y, s, r=r: self._train_step(x, y, s, r), jit_compile=jit) for r in (False, True)}
         # The batch taken from the iterator inside the graph, as model.fit does: no Python-side
         # tensors per step. An outer function, because XLA cannot compile the iterator op.
-        self._train_on = {m: tf.function(lambda it, s, m=m: self._train[m](*next(it), s)) for m in (False, True)}
+        self._train_on = {r: tf.function(lambda it, s, r=r: self._train[r](*next(it), s)) for r in (False, True)}
         self._probe = {
             False: tf.function(lambda x, y: self._probe_step(x, y, False)),
             True: tf.function(lambda x, y: self._probe_step(x, y, True)),
@@ -305,21 +154,51 @@ class Instrument:
 
     # -- training -------------------------------------------------------------------------
     def _forward(self, x, training: bool):
-        with self.taps.record() as rec:
-            logits = self.model(x, training=training)
-        return logits, rec
+        return self.forward_recorded(x, training)
 
-    def _train_step(self, x, y, step, measure: bool):
+    def records(self, step: int, measure: bool = False) -> bool:
+        """Whether training step ``step`` writes a row of training-batch statistics: every
+        ``probes.train_every``-th step and every fixed-probe step (``measure``; its update
+        ratios come from that row)."""
+        return self.stats is not None and (measure or step % self.train_every == 0)
+
+    def _train_step(self, x, y, step, record: bool):
         tvars = self.model.trainable_variables
-        # The weights this step starts from, for the forensics' "update" items: a read now
-        # keeps the check off the path of the update (see the module docstring).
-        start = [tf.convert_to_tensor(v) for v in tvars]
+        start = self.start_of_step()
         with tf.GradientTape() as tape:
             logits, rec = self._forward(x, True)
             loss = self.loss_fn(y, tf.cast(logits, tf.float32))
-        targets = [rec[self._grad_key(p)] for p in self.points if self._grad_key(p) in rec]
+        targets = self.grad_targets(rec)
         grads, tgrads = tape.gradient(loss, (tvars, targets))
+        self.update(step, rec, loss, grads, tgrads, start, record)
+        return loss
 
+    # The pieces of a measured step, for any training step that calls them in this order (this
+    # class's own, or a watched model.fit's: initsuite.run.watch):
+    #   start = start_of_step(); forward under the tape (forward_recorded); loss;
+    #   grads, tgrads = tape.gradient(loss, (trainable_variables, grad_targets(rec)));
+    #   update(step, rec, loss, grads, tgrads, start, record)
+    def start_of_step(self) -> List[tf.Tensor]:
+        """The weights this step starts from, for the forensics' "update" items (read now: a read
+        kept off the path of the update, see the module docstring)."""
+        return [tf.convert_to_tensor(v) for v in self.model.trainable_variables]
+
+    def forward_recorded(self, x, training: bool = True, call=None):
+        """``call(x)`` (default: the model) with the taps recording: (output, recorded tensors)."""
+        with self.taps.record() as rec:
+            out = self.model(x, training=training) if call is None else call(x)
+        return out, rec
+
+    def grad_targets(self, rec) -> List[tf.Tensor]:
+        """The recorded tensors whose gradients are dC/ds, in the order :meth:`update` expects."""
+        return [rec[self._grad_key(p)] for p in self.points if self._grad_key(p) in rec]
+
+    def update(self, step, rec, loss, grads, tgrads, start, record, apply=None) -> None:
+        """Check, apply the gradients, search on the first non-finite value, and (``record``: a
+        Python bool, or a boolean tensor for a step that decides on the device) write the row of
+        training-batch statistics. ``apply(pairs)`` applies the gradients (default: the optimizer)."""
+        tvars = self.model.trainable_variables
+        apply = apply or self.optimizer.apply_gradients
         # The cheap check, in the order of the search: forward items, the loss, dC/ds.
         fwd_items, back_grads = [], {}
         for p in self.points:
@@ -338,20 +217,54 @@ class Instrument:
             lambda: tf.stack([tf.logical_not(_all_finite(w)) for w in start]),
             lambda: tf.zeros([len(start)], tf.bool))
 
-        before = {}
-        if measure:
-            before = {n: tf.identity(tf.convert_to_tensor(k)) for n, k in self.kernels.items() if k is not None}
         pairs = [(g, v) for g, v in zip(grads, tvars) if g is not None]
-        self.optimizer.apply_gradients(pairs)
-        tf.cond(fresh, lambda: self._forensics(step, tvars, fwd_items, fwd_ok, back_grads, back_ok, start_bad),
-                lambda: tf.constant(0))
-        ratios = []
-        for name, w0 in before.items():
-            w1 = tf.convert_to_tensor(self.kernels[name])
-            ratios.append(tf.norm(w1 - w0) / tf.maximum(tf.norm(w0), 1e-30))
-        if measure:
-            self._ratio_names = list(before)
-        return loss, (tf.stack(ratios) if ratios else tf.zeros([0]))
+        if self.stats is None or record is False:
+            apply(pairs)
+        elif record is True:
+            self._recorded_update(step, rec, back_grads, grads, start, tvars, pairs, apply)
+        else:  # decided on the device
+            def recorded():
+                self._recorded_update(step, rec, back_grads, grads, start, tvars, pairs, apply)
+                return tf.constant(0)
+
+            def plain():
+                apply(pairs)
+                return tf.constant(0)
+
+            tf.cond(record, recorded, plain)
+
+        def found():
+            self._forensics(step, tvars, fwd_items, fwd_ok, back_grads, back_ok, start_bad)
+            if self.stats is not None and record is not True:  # the first non-finite step gets its row anyway
+                inputs = {name: t for (name, kind), t in rec.items() if kind == "in"}
+                row, hists = self.stats.row(rec, inputs, back_grads, grads, None, None, {})
+                if record is False:
+                    self.stats.write(step, row, hists)
+                else:
+                    tf.cond(record, lambda: tf.constant(0), lambda: self._write(step, row, hists))
+            return tf.constant(0)
+
+        tf.cond(fresh, found, lambda: tf.constant(0))
+
+    def _write(self, step, row, hists):
+        self.stats.write(step, row, hists)
+        return tf.constant(0)
+
+    def _recorded_update(self, step, rec, tgrad, grads, start, tvars, pairs, apply) -> None:
+        """The update of a recorded step, and its row of training-batch statistics."""
+        stats = self.stats
+        inputs = {name: t for (name, kind), t in rec.items() if kind == "in"}
+        weights = stats.weight_sums(start)
+        sgd = plain_sgd(self.optimizer)
+        lr = tf.identity(self.optimizer.learning_rate) if sgd else None  # this step's rate, read before the update
+        # The weights' sums are taken before the update writes the variables in place: a read
+        # still pending then would make the write copy every kernel.
+        with tf.control_dependencies([t for w in weights.values() for t in (w.total, w.squares)]):
+            with watch_updates(self.optimizer, [self.kernels[n] for n in stats.kernel_index]) as updates:
+                apply(pairs)
+        row, hists = stats.row(rec, inputs, tgrad, grads, start, lambda: [tf.convert_to_tensor(v) for v in tvars],
+                               updates, sgd_lr=lr, weight_sums=weights)
+        stats.write(step, row, hists)
 
     def _forensics(self, step, tvars, fwd_items, fwd_ok, back_grads, back_ok, start_bad):
         """The ordered search, after the update: the first non-finite item wins."""
@@ -398,14 +311,21 @@ class Instrument:
         self.nf_index.assign(idx)
         return tf.constant(0)
 
-    def train_step_on(self, iterator, step, measure: bool):
-        """One update on the next batch of a ``tf.data`` iterator; returns (loss tensor,
-        {layer: ||dW|| / ||W||} at measured steps, else None). Only a measured step waits for the
-        device (one transfer for all the ratios)."""
-        loss, ratios = self._train_on[bool(measure)](iterator, step)
-        if measure:
-            return loss, dict(zip(self._ratio_names, (float(v) for v in ratios.numpy())))
-        return loss, None
+    def train_step_on(self, iterator, step: int, record: bool = False):
+        """One update on the next batch of a ``tf.data`` iterator; returns the loss tensor (the
+        host does not wait for it). A recorded step (:meth:`records`) also writes its row of
+        training-batch statistics into the device buffer."""
+        loss = self._train_on[bool(record)](iterator, tf.constant(step, tf.int64))
+        if record:
+            self.stats.note(step)
+        return loss
+
+    def train_step(self, x, y, step: int, record: bool = False):
+        """:meth:`train_step_on` on a given batch (tests, data-driven inits)."""
+        loss = self._train[bool(record)](x, y, tf.constant(step, tf.int64))
+        if record:
+            self.stats.note(step)
+        return loss
 
     def first_nonfinite(self) -> Optional[Dict[str, Any]]:
         idx = int(self.nf_index.numpy())
@@ -443,7 +363,7 @@ class Instrument:
         fn, thr = self.built.activation_fn, self.built.saturation_threshold
 
         def measure(layer, tensor, t, sat=None):
-            flat = _flat32(t)
+            flat = flat32(t)
             stat_keys.extend((layer, tensor, name) for name in names)
             stat_values.append(stats_of(flat))
             if sat is not None:
@@ -470,7 +390,7 @@ class Instrument:
                     measure(p.name, "weight_grad", kgrad[p.name])
         hist_keys, ranges, counts = [], [], []
         if with_hist:
-            tails, hist = _range_function(), _histogram_function(self.hist_bins)
+            tails, hist = range_function(), histogram_function(self.hist_bins)
             # One common axis for the hidden layers (the paper draws them on one), and its own for
             # the output layer, whose gradients are 10-30x wider and would squeeze the rest into a
             # few bins.

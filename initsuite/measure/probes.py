@@ -31,20 +31,22 @@ class Taps:
     """Keeps the outputs of chosen layers during a recorded forward pass.
 
     ``layers`` maps a key to a Keras layer. Within ``with taps.record() as out:``
-    every call of those layers stores its output in ``out[key]``; outside, the
-    wrapped layers behave exactly as before. A layer called several times keeps
-    its last output.
+    every call of those layers stores its output in ``out[key]`` (and, for the keys of
+    ``inputs``, the layer's first input); outside, the wrapped layers behave exactly as
+    before. A layer called several times keeps its last output.
     """
 
-    def __init__(self, layers: Dict[Any, Any]):
+    def __init__(self, layers: Dict[Any, Any], inputs: Optional[Dict[Any, Any]] = None):
         self._out: Optional[dict] = None
-        by_layer: Dict[int, Tuple[Any, List[Any]]] = {}
+        by_layer: Dict[int, Tuple[Any, List[Any], List[Any]]] = {}
         for key, layer in layers.items():
-            by_layer.setdefault(id(layer), (layer, []))[1].append(key)
-        for layer, keys in by_layer.values():
-            self._wrap(layer, keys)
+            by_layer.setdefault(id(layer), (layer, [], []))[1].append(key)
+        for key, layer in (inputs or {}).items():  # keys whose value is the layer's (first) input
+            by_layer.setdefault(id(layer), (layer, [], []))[2].append(key)
+        for layer, keys, in_keys in by_layer.values():
+            self._wrap(layer, keys, in_keys)
 
-    def _wrap(self, layer, keys):
+    def _wrap(self, layer, keys, in_keys=()):
         original = layer.call
         taps = self
 
@@ -53,6 +55,10 @@ class Taps:
             if taps._out is not None:
                 for key in keys:
                     taps._out[key] = out
+                if in_keys:
+                    first = args[0] if args else next(iter(kwargs.values()), None)
+                    for key in in_keys:
+                        taps._out[key] = first
             return out
 
         # Instance attribute: Keras looks up ``self.call`` at call time.

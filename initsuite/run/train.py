@@ -3,9 +3,11 @@
 Data flow: config -> data, model (with the chosen initializer and activation),
 probes -> a ``tf.GradientTape`` training loop inside ``tf.function`` -> the run
 folder's tables. The loop measures the fixed probe batch at step 0 (before any
-update), every ``probes.every`` steps and at the last step; it checks every
-training step for NaN/Inf at the cost of one pass over the activations, and
-records the first non-finite value's step, layer and phase as data.
+update), at log-spaced steps and epoch ends (or every ``probes.every`` steps) and at the
+last step; every ``probes.train_every`` steps the compiled step itself reduces its own
+training batch into a device buffer (:mod:`initsuite.measure.step_stats`; rows with
+``batch = train``). Every training step is checked for NaN/Inf at the cost of one pass
+over the activations, and the first non-finite value's step, layer and phase are data.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from initsuite.atomic import describe_error
 from initsuite.config import ConfigError, check as check_values
 from initsuite.registry import UnknownNameError
 from initsuite.run import lease as leases
+from initsuite.run import rows
 from initsuite.run.results import RunDir, run_dir_for as _run_dir_for
 from initsuite.setup import data as data_mod
 from initsuite.setup.data import DataError
 from initsuite.setup.optim import OPTIMIZERS, make_optimizer
-from initsuite.tables import FINISHED, HELD, TABLE_COLUMNS, empty_table
+from initsuite.tables import FINISHED, HELD, PROBE, TABLE_COLUMNS, TRAIN, batch_rows, empty_table
 
 EVAL_BATCH = 1000
 
@@ -272,8 +275,12 @@ class Trainer:
         if cfg.train.max_steps is not None:
             total = min(total, int(cfg.train.max_steps))
         self.total_steps = total
-        every = int(cfg.probes.every)
-        probe_steps = set(range(0, total + 1, every)) | {0, total}
+        if cfg.probes.every is None:  # log-spaced, and each epoch's end
+            probe_steps = log_spaced_steps(total) | {e * self.steps_per_epoch for e in
+                                                     range(1, int(cfg.train.epochs) + 1)}
+            probe_steps = {s for s in probe_steps if s <= total} | {0, total}
+        else:
+            probe_steps = set(range(0, total + 1, int(cfg.probes.every))) | {0, total}
         hist = set()
         for s in cfg.probes.hist_steps:
             s = int(s)
@@ -340,9 +347,7 @@ class Trainer:
                     break
                 if step >= self.total_steps:
                     break
-                loss, ratios = self.inst.train_step_on(it, tf.constant(step, tf.int64), measure)
-                if measure and ratios is not None:
-                    self._record_update_ratios(step, ratios)
+                loss = self.inst.train_step_on(it, step, self.inst.records(step, measure))
                 step += 1
                 bar.update(1)
                 # Reading the loss waits for the device: only for the bar, at most once a second.
@@ -354,6 +359,7 @@ class Trainer:
         finally:
             bar.close()
         train_s = time.time() - t0
+        self._take_step_stats()
         self._flush()
         first = self.inst.first_nonfinite()
         info: Dict[str, Any] = {
@@ -392,6 +398,7 @@ class Trainer:
             return
         signum = sched.signals.pending() if sched.signals is not None else None
         if signum is not None or sched.due(step, self.start_step):
+            self._take_step_stats()  # the checkpoint holds every row recorded so far
             checkpoint.save(self, step)
             sched.saved()
             if signum is not None:
@@ -416,25 +423,17 @@ class Trainer:
         with_hist = step in self.hist_steps
         stats, hists = self.inst.probe(x, y, with_hist)
         epoch = self.epoch_of(step)
-        for (layer, tensor), values in stats.items():
-            li = self.inst.layer_index[layer]
-            for stat, value in values.items():
-                self.rows["layer_stats"].append(dict(
-                    run_id=self.rid, step=step, epoch=epoch, layer=layer, layer_index=li,
-                    tensor=tensor, stat=stat, value=float(value)))
-        for (layer, tensor), (edges, counts) in hists.items():
-            li = self.inst.layer_index[layer]
-            for b, c in enumerate(counts):
-                self.rows["histograms"].append(dict(
-                    run_id=self.rid, step=step, epoch=epoch, layer=layer, layer_index=li, tensor=tensor,
-                    bin=b, left=float(edges[b]), right=float(edges[b + 1]), count=int(c)))
+        self.rows["layer_stats"] += rows.probe_rows(self.rid, step, epoch, stats, self.inst.layer_index)
+        self.rows["histograms"] += rows.probe_hist_rows(self.rid, step, epoch, hists, self.inst.layer_index)
 
-    def _record_update_ratios(self, step: int, ratios) -> None:
-        epoch = self.epoch_of(step)
-        for layer, value in ratios.items():
-            self.rows["layer_stats"].append(dict(
-                run_id=self.rid, step=step, epoch=epoch, layer=layer, layer_index=self.inst.layer_index[layer],
-                tensor="update_ratio", stat="ratio", value=float(value)))
+    def _take_step_stats(self) -> None:
+        """The training-batch rows the device buffer holds (``batch = train``), into the tables."""
+        if self.inst.stats is None:
+            return
+        ls, hist = rows.step_stats_rows(self.rid, self.inst.stats, self.inst.stats.take(), self.epoch_of,
+                                        self.inst.layer_index)
+        self.rows["layer_stats"] += ls
+        self.rows["histograms"] += hist
 
     def _evaluate(self, step: int, eval_sets) -> None:
         epoch = self.epoch_of(step)
@@ -449,12 +448,7 @@ class Trainer:
         if first is None:
             return False
         if not any(r["kind"] == "first_nonfinite" for r in self.rows["events"]):
-            self.rows["events"].append(dict(
-                run_id=self.rid, step=first["step"], epoch=self.epoch_of(first["step"]), phase=first["phase"],
-                layer=first["layer"], layer_index=first["layer_index"], tensor=first["tensor"],
-                kind="first_nonfinite",
-                detail=f"first NaN/Inf: step {first['step']}, {first['phase']} phase, layer {first['layer']}, "
-                       f"tensor {first['tensor']} (seen by step {step})"))
+            self.rows["events"].append(rows.nonfinite_event(self.rid, first, self.epoch_of(first["step"]), step))
         return True
 
     def _final_metrics(self) -> Dict[str, Any]:
@@ -467,8 +461,26 @@ class Trainer:
         return out
 
     def _flush(self) -> None:
-        self.rdir.write_tables({name: pd.DataFrame(rows) if rows else empty_table(name)
-                                for name, rows in self.rows.items()})
+        out = {}
+        for name, recorded in self.rows.items():
+            df = pd.DataFrame(recorded) if recorded else empty_table(name)
+            if "batch" in df.columns and len(df):
+                # one order however the rows arrived (a resumed run takes its training-batch rows at
+                # the checkpoint, an uninterrupted one at the end): the probe's, then the training batch's
+                df = df.sort_values(["batch", "step"], kind="stable", key=lambda c: c.map({PROBE: 0, TRAIN: 1})
+                                    if c.name == "batch" else c).reset_index(drop=True)
+            out[name] = df
+        self.rdir.write_tables(out)
+
+
+def log_spaced_steps(total: int) -> set:
+    """0, 10, 30, 100, 300, 1000, ... up to ``total`` (two per decade: the early steps, where an
+    initialization shows, are resolved; a long run adds a probe per half decade)."""
+    out, decade = {0}, 10
+    while decade <= total:
+        out |= {s for s in (decade, 3 * decade) if s <= total}
+        decade *= 10
+    return out
 
 
 def train_dataset(data, batch_size: int, seed: int):
@@ -493,7 +505,7 @@ def build_model(cfg, input_shape, num_classes):
 
 def print_summary(result: RunResult) -> None:
     """A short per-layer table at the first and last measured step, then the folder."""
-    ls = result.layer_stats
+    ls = batch_rows(result.layer_stats)  # the fixed probe's rows
     info = result.info
     lines = [f"[initsuite] run {result.run_id}: {result.status} after {info.get('steps', '?')} steps "
              f"on {info.get('device', '?')} ({info.get('wall_s', 0):.1f} s)"]

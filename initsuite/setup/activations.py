@@ -57,6 +57,41 @@ class ActivationSpec:
         """Slope below which a unit counts as saturated (5 % of the peak slope)."""
         return SATURATION_SLOPE_FRACTION * self.peak_slope(alpha)
 
+    def _edge(self, outside: float, inside: float, alpha) -> float:
+        """Bisection for the boundary between a grid point with |f'| >= threshold and one below."""
+        thr = self.saturation_threshold(alpha)
+        for _ in range(40):
+            mid = 0.5 * (outside + inside)
+            if abs(float(self.derivative(np.array([mid]), alpha)[0])) < thr:
+                inside = mid
+            else:
+                outside = mid
+        return float(inside)
+
+    def saturated_intervals(self, alpha: Optional[float] = None, span: float = 60.0,
+                            step: float = 1e-3) -> list:
+        """The saturation rule as intervals of s: the open sets where |f'(s)| is below
+        :meth:`saturation_threshold`, found once on a grid of ``step`` over [-span, span]
+        (ends at the grid's edge are unbounded). Inside the training step a unit is then
+        saturated by one or two comparisons of s, not by differentiating f; the result
+        differs from the slope rule only where the finite-difference slope cannot tell
+        (within ~1e-5 of an interval's end: each end is refined by bisection)."""
+        grid = np.arange(-span, span + step / 2, step)
+        low = np.abs(self.derivative(grid, alpha)) < self.saturation_threshold(alpha)
+        out, i = [], 0
+        while i < len(grid):
+            if not low[i]:
+                i += 1
+                continue
+            j = i
+            while j + 1 < len(grid) and low[j + 1]:
+                j += 1
+            lo = -math.inf if i == 0 else self._edge(grid[i - 1], grid[i], alpha)
+            hi = math.inf if j == len(grid) - 1 else self._edge(grid[j + 1], grid[j], alpha)
+            out.append((lo, hi))
+            i = j + 1
+        return out
+
 
 ACTIVATIONS: Registry[ActivationSpec] = Registry("activation")
 

@@ -47,6 +47,9 @@ distribution and gets the variance it promises for the right fans:
   one row entry, so fan_in = 1 and fan_out = dim (Keras: vocab). lecun_normal then
   gives N(0, 1), PyTorch's embedding default.
 
+:func:`describe` does steps 3 and 5 only, on a model that exists already, without touching its
+weights or its output (``initsuite.keras.watch`` instruments a user's own model with it).
+
 The run folder gets ``reinitialized.json``: every re-initialized variable with its
 shape, fans and expected variance, the measured layers in order, and the weights
 left as built.
@@ -383,9 +386,10 @@ def _tensor_ids(obj) -> List[int]:
     return [id(t) for t in keras.tree.flatten(obj) if hasattr(t, "shape")]
 
 
-def trace_calls(model, input_shape: Sequence[int]) -> Tuple[Dict[int, _Call], Any]:
-    """One eager forward pass (training=False) on a dummy batch of 2, recording for each
-    layer its first call: rank in call order, input and output tensor ids."""
+def trace_calls(model, input_shape: Sequence[int], sample=None) -> Tuple[Dict[int, _Call], Any]:
+    """One eager forward pass (training=False) on a dummy batch of 2 (or on ``sample``, a
+    batch of real inputs), recording for each layer its first call: rank in call order,
+    input and output tensor ids."""
     import keras
 
     layers = [layer for _, layer in layer_paths(model)]
@@ -408,7 +412,7 @@ def trace_calls(model, input_shape: Sequence[int]) -> Tuple[Dict[int, _Call], An
     for layer in wrapped:
         wrap(layer)
     try:
-        x = keras.random.normal((2, *[int(d) for d in input_shape]), seed=0)
+        x = keras.random.normal((2, *[int(d) for d in input_shape]), seed=0) if sample is None else sample
         out = model(x, training=False)
     finally:
         for layer in wrapped:
@@ -544,34 +548,13 @@ def build(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
     records = reinitialize(model, cfg.init, int(cfg.seed), paths)
     reinit_layers = list(dict.fromkeys(r["layer"] for r in records))
 
-    by_input: Dict[int, list] = {}  # tensor id -> the activation layers that read it
-    for path, layer in paths:
-        c = calls.get(id(layer))
-        if c is not None and c.inputs and _is_activation_layer(layer) and path != softmax_from:
-            by_input.setdefault(c.inputs[0], []).append(layer)
-    kernel_layers = sorted(((calls[id(layer)].order, path, layer) for path, layer in paths
-                            if kernel_rule(layer) is not None and id(layer) in calls), key=lambda t: t[0])
-    points, act_names = [], set()
-    for k, (_, path, layer) in enumerate(kernel_layers):
-        followers = by_input.get(calls[id(layer)].output, [])
-        if k == len(kernel_layers) - 1:  # the last kernel layer is the output: its result is the logits
-            points.append(ProbePoint(path, layer, layer, None, role=OUTPUT))
-        elif len(followers) == 1:
-            act = followers[0]
-            points.append(ProbePoint(path, layer, layer, act))
-            act_names.add(_activation_name(act, passed, cfg.activation.name))
-        else:
-            points.append(ProbePoint(path, layer, None, layer))
+    points, (fn_sat, threshold, intervals) = measure_points(
+        calls, paths, passed=passed, activation=cfg.activation.name, alpha=cfg.activation.get("alpha"),
+        skip=softmax_from)
     if not points:
         raise BuilderError(f"model.builder={ref!r}: the model has no kernel layer the suite knows "
                            f"({', '.join(KERNEL_LAYERS.names())}); register yours with "
                            f"initsuite.setup.custom.register_kernel_layer")
-
-    fn_sat, threshold = None, None
-    if len(act_names) == 1 and None not in act_names:  # one known activation between the layers
-        spec = activations.get(act_names.pop())
-        alpha = cfg.activation.get("alpha") if passed is not None and spec.name == cfg.activation.name else None
-        fn_sat, threshold = spec.tensor_fn(alpha), spec.saturation_threshold(alpha)
 
     measured = {p.name for p in points}
     untouched = [dict(layer=path, variables=[v.path for v in layer.weights])
@@ -587,7 +570,72 @@ def build(cfg, input_shape: Sequence[int], num_classes: int) -> BuiltModel:
         left_as_built=untouched,
     ))
     return BuiltModel(model=model, points=points, activation_fn=fn_sat, saturation_threshold=threshold,
-                      reinitialized=reinit_layers)
+                      saturated_intervals=intervals, reinitialized=reinit_layers)
+
+
+# --------------------------------------------------------------------------- where to measure
+
+
+def measure_points(calls: Dict[int, _Call], paths: List[Tuple[str, Any]], passed: Optional[Callable] = None,
+                   activation: Optional[str] = None, alpha: Optional[float] = None, skip: Optional[str] = None):
+    """The measured layers of a traced model (step 5 of the module docstring) and its saturation
+    rule: ``(points, (activation_fn, saturation_threshold, saturated_intervals))``.
+
+    Every kernel layer the forward pass called, in call order; the last one is the output. A
+    kernel layer whose output goes into exactly one activation layer is split into s (its output)
+    and z (the activation layer's output). ``passed``/``activation``/``alpha``: the function the
+    suite handed the builder and its registry name, so activation layers holding it are known;
+    ``skip``: an activation layer not to count (a removed output softmax). The saturation rule is
+    set when one known activation sits between the layers, else all three are None."""
+    by_input: Dict[int, list] = {}  # tensor id -> the activation layers that read it
+    for path, layer in paths:
+        c = calls.get(id(layer))
+        if c is not None and c.inputs and _is_activation_layer(layer) and path != skip:
+            by_input.setdefault(c.inputs[0], []).append(layer)
+    kernel_layers = sorted(((calls[id(layer)].order, path, layer) for path, layer in paths
+                            if kernel_rule(layer) is not None and id(layer) in calls), key=lambda t: t[0])
+    points, act_names = [], set()
+    for k, (_, path, layer) in enumerate(kernel_layers):
+        followers = by_input.get(calls[id(layer)].output, [])
+        if k == len(kernel_layers) - 1:  # the last kernel layer is the output: its result is the logits
+            points.append(ProbePoint(path, layer, layer, None, role=OUTPUT))
+        elif len(followers) == 1:
+            act = followers[0]
+            points.append(ProbePoint(path, layer, layer, act))
+            act_names.add(_activation_name(act, passed, activation))
+        else:
+            points.append(ProbePoint(path, layer, None, layer))
+    fn_sat, threshold, intervals = None, None, None
+    if len(act_names) == 1 and None not in act_names:  # one known activation between the layers
+        spec = activations.get(act_names.pop())
+        a = alpha if passed is not None and spec.name == activation else None
+        fn_sat, threshold = spec.tensor_fn(a), spec.saturation_threshold(a)
+        intervals = spec.saturated_intervals(a)
+    return points, (fn_sat, threshold, intervals)
+
+
+def describe(model, sample=None, input_shape: Optional[Sequence[int]] = None) -> BuiltModel:
+    """The :class:`~initsuite.setup.models.BuiltModel` of an existing Keras model, exactly as
+    :func:`build` would measure it, **without touching it**: no re-initialization, no output
+    softmax removed, nothing written (``initsuite.keras.watch`` instruments a user's model
+    this way). The trace runs on ``sample`` (a batch of real inputs; preferred) or on a
+    dummy batch of ``input_shape``. ``reinitialized`` is empty."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise BuilderError(f"expected a keras.Model (Keras {keras.__version__}), got "
+                           f"{type(model).__module__}.{type(model).__qualname__}")
+    if sample is None and input_shape is None:
+        raise BuilderError("describe(model) needs a sample batch or the input shape to trace the model")
+    calls, _ = trace_calls(model, input_shape or (), sample=sample)
+    paths = layer_paths(model)
+    points, (fn_sat, threshold, intervals) = measure_points(calls, paths)
+    if not points:
+        raise BuilderError(f"the model {model.name!r} has no kernel layer the suite knows "
+                           f"({', '.join(KERNEL_LAYERS.names())}); register yours with "
+                           f"initsuite.setup.custom.register_kernel_layer")
+    return BuiltModel(model=model, points=points, activation_fn=fn_sat, saturation_threshold=threshold,
+                      saturated_intervals=intervals, reinitialized=[])
 
 
 def _write_record(cfg, record: Dict[str, Any]) -> None:

@@ -46,6 +46,7 @@ class BuiltModel:
     points: List[ProbePoint]
     activation_fn: Optional[Callable] = None  # the elementwise f used between layers (saturation rule)
     saturation_threshold: Optional[float] = None
+    saturated_intervals: Optional[list] = None  # the same rule as intervals of s (the in-step statistics)
     reinitialized: List[str] = field(default_factory=list)  # kernel layers the suite initialized
 
 
@@ -211,6 +212,7 @@ def _finish(cfg, model, points) -> BuiltModel:
         points=points,
         activation_fn=spec.tensor_fn(alpha),
         saturation_threshold=spec.saturation_threshold(alpha),
+        saturated_intervals=spec.saturated_intervals(alpha),
         reinitialized=[p.name for p in points],
     )
 

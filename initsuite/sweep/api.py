@@ -23,7 +23,7 @@ from initsuite import sweep
 from initsuite.configure import compose
 from initsuite.run import train
 from initsuite.setup.data import DATASETS
-from initsuite.tables import TABLES
+from initsuite.tables import TABLES, batch_rows
 
 
 def _as_list(x: Union[str, int, Iterable]) -> List:
@@ -121,6 +121,7 @@ def summary(tables: Dict[str, pd.DataFrame]) -> pd.DataFrame:
     out = runs[["run_id", *keep]].copy()
     ls = tables["layer_stats"]
     if len(ls):
+        ls = batch_rows(ls)
         g = ls[(ls.step == 0) & (ls.tensor == "backprop_grad") & (ls.stat == "var")]
         spread = g.groupby("run_id").value.agg(lambda v: float(v.max() / v.min()) if v.min() > 0 else float("inf"))
         out["grad_var_spread_step0"] = out.run_id.map(spread)

@@ -6,7 +6,8 @@ TensorBoard's run filter works by initializer or activation), holding:
 
 * scalars ``<layer>/<tensor>/<stat>`` from ``layer_stats`` (``dense_03/backprop_grad/var``):
   the layer's full name leads the tag, so layers never collide and TensorBoard groups
-  each layer's curves in one section;
+  each layer's curves in one section; the training-batch rows (``batch = train``) under
+  ``train_batch/<layer>/<tensor>/<stat>``;
 * scalars ``metrics/<split>/<metric>`` from ``metrics``;
 * histograms ``<layer>/<tensor>`` from ``histograms``, with the stored bin edges and counts
   (TensorBoard's own format: rows of left edge, right edge, count), not re-binned.
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from initsuite.analysis.report import load_tables
+from initsuite.tables import PROBE, TRAIN
 
 SCALARS_PLUGIN = "scalars"
 HISTOGRAMS_PLUGIN = "histograms"
@@ -83,7 +85,9 @@ def write_tensorboard(sweep_dir: Path, out_dir: Optional[Path] = None,
         with writer.as_default():
             ls = part("layer_stats", rid)
             for r in ls.itertuples(index=False):
-                tf.summary.write(f"{r.layer}/{r.tensor}/{r.stat}", tf.constant(float(r.value), tf.float32),
+                # the training-batch series under its own prefix, beside the fixed probe's
+                where = "train_batch/" if getattr(r, "batch", PROBE) == TRAIN else ""
+                tf.summary.write(f"{where}{r.layer}/{r.tensor}/{r.stat}", tf.constant(float(r.value), tf.float32),
                                  step=int(r.step), metadata=scalar_md)
             met = part("metrics", rid)
             for r in met.itertuples(index=False):
@@ -91,11 +95,14 @@ def write_tensorboard(sweep_dir: Path, out_dir: Optional[Path] = None,
                                  step=int(r.step), metadata=scalar_md)
             hist = part("histograms", rid)
             if len(hist):
-                for (step, layer, tensor), h in hist.groupby(["step", "layer", "tensor"]):
+                if "batch" not in hist.columns:
+                    hist = hist.assign(batch=PROBE)
+                for (step, batch, layer, tensor), h in hist.groupby(["step", "batch", "layer", "tensor"]):
                     h = h.sort_values("bin")
                     data = np.stack([h.left.to_numpy(float), h.right.to_numpy(float),
                                      h["count"].to_numpy(float)], axis=1)
-                    tf.summary.write(f"{layer}/{tensor}", tf.constant(data, tf.float64), step=int(step),
+                    where = "train_batch/" if batch == TRAIN else ""
+                    tf.summary.write(f"{where}{layer}/{tensor}", tf.constant(data, tf.float64), step=int(step),
                                      metadata=hist_md)
         writer.flush()
         writer.close()

@@ -1,0 +1,177 @@
+"""Exact statistics of a tensor without sorting it: the probe's per-tensor summary.
+
+Percentiles are exact (NumPy's linear rule, bit for bit what the sort in
+:func:`initsuite.measure.probes.tensor_stats` gives) but found by selection: one binning
+pass locates the bins that hold the wanted ranks and only those values are sorted
+(:func:`select_quantiles`): O(n) instead of O(n log n). A tensor whose sum is finite needs
+no NaN mask at all (:func:`summarize`). The statistics are one ``tf.function``
+(:func:`stats_function`) called per tensor, so they are traced once per process instead of
+once per tensor and layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+import tensorflow as tf
+
+from initsuite.measure.probes import BASE_STATS, percentile_name
+
+SELECT_BINS = 1024  # histogram bins of the selection pass: ~n/1024 values are sorted per percentile
+HIST_TAIL = 0.1  # a histogram's common axis spans the layers' [p0.1, p99.9] (extreme outliers go to the edge bins)
+
+
+class Finite:
+    """A tensor's finite entries, without copying them out: ``up`` is the flat tensor in
+    float32 with every non-finite entry replaced by +inf (so the finite values keep their
+    ranks 0..n-1), ``mask`` marks the finite entries, ``n`` counts them, ``lo`` / ``hi``
+    are their min / max."""
+
+    def __init__(self, x):
+        flat = tf.cast(tf.reshape(tf.convert_to_tensor(x), [-1]), tf.float32)  # statistics always in float32
+        self.flat = flat
+        self.mask = tf.math.is_finite(flat)
+        inf = tf.constant(float("inf"))
+        self.up = tf.where(self.mask, flat, inf)
+        self.size = tf.size(flat)
+        self.n = tf.reduce_sum(tf.cast(self.mask, tf.int32))
+        self.lo = tf.reduce_min(self.up)
+        self.hi = tf.reduce_max(tf.where(self.mask, flat, -inf))
+
+
+def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS) -> tf.Tensor:
+    """Percentiles ``qs`` (0-100) of the ``n`` finite entries of ``v`` (min ``lo``, max
+    ``hi``; any other entry is +inf) by NumPy's default rule: linear interpolation
+    between the sorted values at ranks floor(p) and floor(p)+1, p = q/100 (n-1). Bit for
+    bit what sorting gives, without sorting everything; NaN where n = 0.
+
+    Selection: each value goes to one of ``bins`` equal bins over [lo, hi] by a monotone
+    formula, so bin order is value order; the cumulative counts name the bins that hold the wanted ranks and only
+    the values in those bins are sorted: O(n) plus a sort of about n/bins values per
+    percentile (of every value only if they all crowd into one bin).
+    """
+    qs = [float(q) for q in qs]
+    k = len(qs)
+    n1 = tf.maximum(n, 1)
+    nf = tf.cast(n1, tf.float32)
+    pos = [(q / 100.0) * (nf - 1.0) for q in qs]
+    r_lo = [tf.cast(tf.floor(p), tf.int32) for p in pos]
+    ranks = tf.stack(r_lo + [tf.minimum(r + 1, n1 - 1) for r in r_lo])
+    frac = tf.stack([p - tf.floor(p) for p in pos])
+    lo = tf.where(n > 0, lo, 0.0)
+    spread = tf.logical_and(n > 0, hi > lo)
+    # bin = v a - b with a = bins / (hi - lo), b = lo a: the scalars in float64, where hi - lo
+    # cannot overflow; per value one multiply and one subtract, both monotone, so bin order
+    # is value order however the rounding falls (+inf lands in the last bin).
+    lo64, hi64 = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
+    a64 = float(bins) / tf.where(spread, hi64 - lo64, 1.0)
+    a, b = tf.cast(a64, tf.float32), tf.cast(lo64 * a64, tf.float32)
+    idx = tf.cast(tf.clip_by_value(v * a - b, 0.0, bins - 1.0), tf.int32)
+    counts = tf.math.bincount(idx, minlength=bins, maxlength=bins, dtype=tf.int32)
+    cum = tf.cumsum(counts)
+    want = tf.minimum(tf.searchsorted(cum, ranks, side="right"), bins - 1)  # the bin holding each rank
+    keep_bin = tf.logical_and(tf.scatter_nd(want[:, None], tf.ones_like(want), [bins]) > 0, spread)
+    part = tf.concat([tf.sort(tf.boolean_mask(v, tf.gather(keep_bin, idx))), [lo]], 0)  # never empty
+    kept_before = tf.cumsum(tf.where(keep_bin, counts, 0), exclusive=True)
+    at = ranks - tf.gather(cum - counts, want) + tf.gather(kept_before, want)
+    got = tf.gather(part, tf.clip_by_value(at, 0, tf.size(part) - 1))
+    a, b = got[:k], got[k:]
+    out = tf.where(spread, a + (b - a) * frac, lo)  # all values equal: no bins needed
+    return tf.where(n > 0, out, float("nan"))
+
+
+def stat_names(percentiles: Sequence[float]) -> List[str]:
+    """The order :func:`summarize` stacks its values in (``saturated_frac`` is separate)."""
+    return list(BASE_STATS) + [percentile_name(q) for q in percentiles] + ["zero_frac", "nonfinite_count"]
+
+
+def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
+    """The statistics of :func:`initsuite.measure.probes.tensor_stats`, same values, stacked in
+    :func:`stat_names` order: mean, var (ddof 0), std, percentiles and zero_frac of the
+    finite entries (NaN if none), and the count of the others.
+
+    Cheaper than sorting: percentiles by :func:`select_quantiles`, and when the sum is
+    finite (no NaN/Inf anywhere, the usual case) no mask is built at all.
+    """
+    flat = tf.cast(tf.reshape(tf.convert_to_tensor(x), [-1]), tf.float32)  # statistics always in float32
+    total = tf.reduce_sum(flat)
+
+    def all_finite():
+        n = tf.size(flat)
+        nf = tf.cast(tf.maximum(n, 1), tf.float32)
+        lo, hi = tf.reduce_min(flat), tf.reduce_max(flat)
+        mean = total / nf
+        var = tf.reduce_sum(tf.math.squared_difference(flat, mean)) / nf
+        zero = tf.reduce_sum(tf.cast(tf.equal(flat, 0.0), tf.float32)) / nf
+        qs = select_quantiles(flat, n, lo, hi, percentiles) if len(percentiles) else tf.zeros([0])
+        out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, tf.stack([zero])], 0)
+        out = tf.where(n > 0, out, float("nan"))
+        return tf.concat([out, [0.0]], 0)
+
+    def some_nonfinite():
+        f = Finite(flat)
+        nf = tf.cast(tf.maximum(f.n, 1), tf.float32)
+        mean = tf.reduce_sum(tf.where(f.mask, flat, 0.0)) / nf
+        var = tf.reduce_sum(tf.where(f.mask, tf.math.squared_difference(flat, mean), 0.0)) / nf
+        zero = tf.reduce_sum(tf.cast(tf.equal(flat, 0.0), tf.float32)) / nf
+        qs = select_quantiles(f.up, f.n, f.lo, f.hi, percentiles) if len(percentiles) else tf.zeros([0])
+        out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, tf.stack([zero])], 0)
+        out = tf.where(f.n > 0, out, float("nan"))
+        return tf.concat([out, [tf.cast(f.size - f.n, tf.float32)]], 0)
+
+    return tf.cond(tf.math.is_finite(total), all_finite, some_nonfinite)
+
+
+def finite_histogram(f: Finite, lo, hi, bins: int):
+    """Counts of the finite entries over ``bins`` equal bins on [lo, hi]; values outside go
+    to the edge bins. The +inf placeholders land in the last bin and are taken out."""
+    counts = tf.histogram_fixed_width(f.up, tf.stack([lo, hi]), nbins=bins, dtype=tf.int32)
+    return counts - tf.one_hot(bins - 1, bins, dtype=tf.int32) * (f.size - f.n)
+
+
+_COMPILED: Dict[tuple, Any] = {}
+# Called, not inlined, where the probe uses them: inlined at each of its ~30 call sites,
+# their kernels took ~110 MB more memory (the benchmark's peak-memory target) for no speed.
+_NOINLINE = {"_noinline": True}
+
+
+def flat32(x):
+    return tf.cast(tf.reshape(tf.convert_to_tensor(x), [-1]), tf.float32)
+
+
+def stats_function(percentiles: Sequence[float]):
+    """:func:`summarize` as a ``tf.function`` over flat float32 vectors, traced once per
+    process and percentile list. The probe calls it for every tensor of every layer: as
+    one function its ops are traced once, not once per tensor (tracing them all took
+    longer than a whole small run)."""
+    key = ("stats",) + tuple(float(q) for q in percentiles)
+    if key not in _COMPILED:
+        qs = key[1:]
+        _COMPILED[key] = tf.function(lambda flat: summarize(flat, qs),
+                                     input_signature=[tf.TensorSpec([None], tf.float32)],
+                                     experimental_attributes=_NOINLINE)
+    return _COMPILED[key]
+
+
+def range_function(tail: float = HIST_TAIL):
+    key = ("range", float(tail))
+    if key not in _COMPILED:
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)], experimental_attributes=_NOINLINE)
+        def tails(flat):  # [p(tail), p(100-tail)] of the finite entries, (0, 0) if none
+            f = Finite(flat)
+            return tf.where(f.n > 0, select_quantiles(f.up, f.n, f.lo, f.hi, (tail, 100.0 - tail)), 0.0)
+
+        _COMPILED[key] = tails
+    return _COMPILED[key]
+
+
+def histogram_function(bins: int):
+    key = ("hist", int(bins))
+    if key not in _COMPILED:
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.float32),
+                                      tf.TensorSpec([], tf.float32)], experimental_attributes=_NOINLINE)
+        def hist(flat, lo, hi):
+            return finite_histogram(Finite(flat), lo, hi, int(bins))
+
+        _COMPILED[key] = hist
+    return _COMPILED[key]
