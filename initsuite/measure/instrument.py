@@ -50,9 +50,9 @@ import numpy as np
 import tensorflow as tf
 
 from initsuite.measure.probes import CheckItem, Taps, main_kernel, slope
-from initsuite.measure.step_stats import StepStats, plain_sgd, watch_updates
+from initsuite.measure.step_stats import StepStats, called, plain_sgd, watch_updates
 from initsuite.measure.summaries import (  # noqa: F401  (re-exported: the probe's statistics)
-    SELECT_BINS, Finite, flat32, histogram_function, range_function, finite_histogram, select_quantiles, stat_names,
+    HIST_TAIL, SELECT_BINS, Finite, flat32, histogram_function, finite_histogram, select_quantiles, stat_names,
     stats_function, summarize)
 
 HIST_TENSORS = ("activation", "preactivation", "backprop_grad", "weight_grad")
@@ -244,7 +244,7 @@ class Instrument:
                     tf.cond(record, lambda: tf.constant(0), lambda: self._write(step, row, hists))
             return tf.constant(0)
 
-        tf.cond(fresh, found, lambda: tf.constant(0))
+        tf.cond(fresh, lambda: called(found), lambda: tf.constant(0))
 
     def _write(self, step, row, hists):
         self.stats.write(step, row, hists)
@@ -257,9 +257,13 @@ class Instrument:
         weights = stats.weight_sums(start)
         sgd = plain_sgd(self.optimizer)
         lr = tf.identity(self.optimizer.learning_rate) if sgd else None  # this step's rate, read before the update
-        # The weights' sums are taken before the update writes the variables in place: a read
-        # still pending then would make the write copy every kernel.
-        with tf.control_dependencies([t for w in weights.values() for t in (w.total, w.squares)]):
+        # The weights' sums need no ordering against the update: they are ready (and run) long
+        # before it, while the backward pass computes; forcing the update to wait for them cost
+        # more than it could save.
+        if sgd:  # the update is -lr dC/dW: nothing to capture
+            apply(pairs)
+            updates = {}
+        else:
             with watch_updates(self.optimizer, [self.kernels[n] for n in stats.kernel_index]) as updates:
                 apply(pairs)
         row, hists = stats.row(rec, inputs, tgrad, grads, start, lambda: [tf.convert_to_tensor(v) for v in tvars],
@@ -357,15 +361,32 @@ class Instrument:
 
         stats_of = stats_function(self.percentiles)
         names = stat_names(self.percentiles)
+        # A histogram's axis needs each tensor's tails, p(HIST_TAIL) and p(100 - HIST_TAIL): taken in
+        # the same selection pass as the other percentiles, not in a second one.
+        tail_qs = [HIST_TAIL, 100.0 - HIST_TAIL]
+        with_tails = stats_function(self.percentiles + tail_qs)
+        names_t = stat_names(self.percentiles + tail_qs)
+        pick = [names_t.index(n) for n in names]
+        pick_tails = [names_t.index(n) for n in stat_names(tail_qs) if n.startswith("p")]
+        finite_at = names_t.index("nonfinite_count")
         stat_keys: List[Tuple[str, str, str]] = []
         stat_values: List[tf.Tensor] = []
         flats: Dict[str, Dict[str, Any]] = {t: {} for t in HIST_TENSORS}
+        tails_of: Dict[Tuple[str, str], tf.Tensor] = {}
+        finite_of: Dict[Tuple[str, str], tf.Tensor] = {}
         fn, thr = self.built.activation_fn, self.built.saturation_threshold
 
         def measure(layer, tensor, t, sat=None):
             flat = flat32(t)
             stat_keys.extend((layer, tensor, name) for name in names)
-            stat_values.append(stats_of(flat))
+            if with_hist and tensor in flats:
+                got = with_tails(flat)
+                stat_values.append(tf.gather(got, pick))
+                ends = tf.gather(got, pick_tails)
+                tails_of[(layer, tensor)] = tf.where(tf.math.is_nan(ends), 0.0, ends)  # (0, 0) if none is finite
+                finite_of[(layer, tensor)] = tf.equal(got[finite_at], 0.0)
+            else:
+                stat_values.append(stats_of(flat))
             if sat is not None:
                 stat_keys.append((layer, tensor, "saturated_frac"))
                 stat_values.append(tf.reduce_mean(tf.cast(tf.reshape(sat, [-1]), tf.float32))[None])
@@ -390,7 +411,7 @@ class Instrument:
                     measure(p.name, "weight_grad", kgrad[p.name])
         hist_keys, ranges, counts = [], [], []
         if with_hist:
-            tails, hist = range_function(), histogram_function(self.hist_bins)
+            hist = histogram_function(self.hist_bins)
             # One common axis for the hidden layers (the paper draws them on one), and its own for
             # the output layer, whose gradients are 10-30x wider and would squeeze the rest into a
             # few bins.
@@ -401,7 +422,7 @@ class Instrument:
                 for group in groups:
                     if not group:
                         continue
-                    ends = tf.stack([tails(flat) for flat in group.values()])
+                    ends = tf.stack([tails_of[(name, tensor)] for name in group])
                     lo = tf.reduce_min(ends[:, 0])
                     # A non-empty range even when every value is equal (saturated tanh: all 1.0), with a
                     # width float32 can represent next to lo (1 + 1e-12 == 1 would make the op fail).
@@ -409,7 +430,7 @@ class Instrument:
                     for name, flat in group.items():
                         hist_keys.append((name, tensor))
                         ranges.append(tf.stack([lo, hi]))
-                        counts.append(hist(flat, lo, hi))
+                        counts.append(hist(flat, lo, hi, finite_of[(name, tensor)]))
         self._probe_layout[with_hist] = (stat_keys, hist_keys)
         return (tf.concat(stat_values, 0) if stat_values else tf.zeros([0]),
                 tf.stack(ranges) if ranges else tf.zeros([0, 2]),

@@ -22,10 +22,10 @@ How it stays cheap:
   means every entry is finite, so the non-finite count needs no pass in the usual case: one
   ``tf.cond`` switches to masked moments of the finite entries when a sum is NaN/Inf.
 * **Dense weight gradients without reading them.** For a Dense layer s = X W + b with X of
-  R rows, dC/dW = X^T D (D = dC/ds), so (Gram identity)
-  sum(dC/dW) = rowsum(X) . rowsum(D) and ||dC/dW||^2 = sum((X X^T) * (D D^T)):
-  O(R^2 (n + m)) work in two small matmuls instead of a pass over n m entries. Used when
-  R^2 (n + m) < :data:`GRAM_RATIO` n m (small batches, wide layers); else the gradient is read.
+  R rows, dC/dW = X^T D (D = dC/ds), so sum(dC/dW) = rowsum(X) . rowsum(D), always, and
+  (Gram identity) ||dC/dW||^2 = sum((X X^T) * (D D^T)): O(R^2 (n + m)) work in two small
+  matmuls instead of a pass over n m entries, used when R^2 (n + m) < :data:`GRAM_RATIO` n m
+  (small batches, wide layers); else that one sum reads the gradient.
 * **The update from the optimizer itself.** Plain SGD (no momentum, decay, clipping or EMA)
   updates by -lr dC/dW, so the update's sums are -lr and lr^2 times the gradient's. Any
   other optimizer is watched where it writes: the values it passes to ``assign_add`` /
@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from initsuite.measure.summaries import flat32, histogram_function, range_function, stat_names, stats_function
+from initsuite.measure.summaries import HIST_TAIL, flat32, histogram_function, stat_names, stats_function
 
 # One row's statistics per tensor, in this order; activations add ACTIVATION_STATS.
 MOMENTS = ("mean", "var", "std", "norm", "nonfinite_count")
@@ -52,32 +52,9 @@ RATIO = ("update_ratio", "ratio")  # (tensor, stat) of ||dW|| / ||W||
 GRAM_RATIO = 4.0  # Gram identity when R^2 (n + m) < GRAM_RATIO n m (its matmuls run near peak, a pass does not)
 
 
-def _moments_from_sums(n, total, squares):
-    """(mean, E[x^2]) of n entries."""
-    nf = tf.cast(tf.maximum(n, 1), tf.float32)
-    return total / nf, squares / nf
-
-
-def moments(n, total, squares, exact=None) -> tf.Tensor:
-    """[mean, var, std, norm, nonfinite_count] of ``n`` finite entries whose sum is ``total`` and
-    sum of squares ``squares``. ``exact()`` returns the flat tensor for the second pass
-    sum((x - mean)^2) / n when var = E[x^2] - mean^2 could cancel (mean^2 > E[x^2] / 2);
-    without it the difference is kept (clipped at 0)."""
-    mean, msq = _moments_from_sums(n, total, squares)
-    diff = tf.maximum(msq - tf.square(mean), 0.0)
-    if exact is None:
-        var = diff
-    else:
-        nf = tf.cast(tf.maximum(n, 1), tf.float32)
-        var = tf.cond(tf.square(mean) <= 0.5 * msq, lambda: diff,
-                      lambda: tf.reduce_sum(tf.math.squared_difference(exact(), mean)) / nf)
-    out = tf.stack([mean, var, tf.sqrt(var), tf.sqrt(squares), 0.0])
-    nan = float("nan")
-    return tf.where(n > 0, out, tf.constant([nan, nan, nan, nan, 0.0]))
-
-
 def masked_moments(x) -> tf.Tensor:
-    """:func:`moments` of the finite entries of ``x``, and the count of the others (the slow path)."""
+    """[mean, var, std, norm, nonfinite_count] of the finite entries of ``x`` (NaN where none is)
+    and the count of the others: the slow path of :func:`vector_moments`."""
     f = flat32(x)
     mask = tf.math.is_finite(f)
     k = tf.reduce_sum(tf.cast(mask, tf.int32))
@@ -90,6 +67,53 @@ def masked_moments(x) -> tf.Tensor:
     out = tf.stack([mean, var, tf.sqrt(var), norm])
     out = tf.where(k > 0, out, float("nan"))
     return tf.concat([out, [tf.cast(tf.size(f) - k, tf.float32)]], 0)
+
+
+def called(fn):
+    """Run ``fn`` (no arguments; it may capture tensors) as one function-call node, not inlined.
+    For ``tf.cond`` branches: an inlined branch that is not taken still sends a "dead" signal
+    through each of its ops every step, and a branch of a few hundred ops (the masked moments of
+    every tensor, the forensics' search) then costs more than the statistics themselves."""
+    return tf.function(fn, experimental_attributes={"_noinline": True})()
+
+
+CANCEL = 1e-3  # var < CANCEL E[x^2]: E[x^2] - mean^2 may have lost its digits, take the second pass
+
+
+def vector_moments(sums: Sequence["_Sums"]) -> tf.Tensor:
+    """:data:`MOMENTS` of several tensors, flattened [tensor-major], from their sums: one
+    vector computation for all of them. Where var = E[x^2] - mean^2 may have cancelled
+    (var < CANCEL E[x^2], i.e. |mean| > ~30 std), that tensor's variance takes the second pass
+    sum((x - mean)^2) / n; where a sum is NaN/Inf, the tensor's moments are its finite entries'
+    (:func:`masked_moments`). Both are branches taken only when needed."""
+    n = tf.stack([tf.cast(v.n, tf.float32) for v in sums])
+    total = tf.stack([v.total for v in sums])
+    squares = tf.stack([v.squares for v in sums])
+    nf = tf.maximum(n, 1.0)
+    mean, msq = total / nf, squares / nf
+    var = tf.maximum(msq - tf.square(mean), 0.0)
+    finite = tf.reduce_all(tf.math.is_finite(tf.concat([total, squares], 0)))
+    cancel = tf.logical_and(var < CANCEL * msq, msq > 0)
+
+    def fast():
+        def second_pass():
+            out = []
+            for i, v in enumerate(sums):
+                out.append(tf.cond(cancel[i],
+                                   lambda v=v, i=i: tf.reduce_sum(tf.math.squared_difference(v.flat_fn(), mean[i]))
+                                   / nf[i], lambda i=i: var[i]))
+            return tf.stack(out)
+
+        v2 = tf.cond(tf.reduce_any(cancel), lambda: called(second_pass), lambda: var)
+        out = tf.stack([mean, v2, tf.sqrt(v2), tf.sqrt(squares), tf.zeros_like(mean)], axis=1)
+        nan = float("nan")
+        empty = tf.constant([nan, nan, nan, nan, 0.0])
+        return tf.where((n > 0)[:, None], out, empty[None, :])
+
+    def slow():
+        return tf.stack([masked_moments(v.flat_fn()) for v in sums])
+
+    return tf.reshape(tf.cond(finite, fast, lambda: called(slow)), [-1])
 
 
 def numpy_moments(x) -> Dict[str, float]:
@@ -112,33 +136,44 @@ class _Sums:
     @classmethod
     def of(cls, x):
         f = flat32(x)
-        return cls(tf.size(f), tf.reduce_sum(f), 2.0 * tf.nn.l2_loss(f), lambda: f)
+        n = f.shape[0] if f.shape[0] is not None else tf.size(f)  # static where known: no op
+        return cls(n, tf.reduce_sum(f), 2.0 * tf.nn.l2_loss(f), lambda: f)
 
     def scaled(self, c):
         """The sums of c x (the update of plain SGD: c = -lr)."""
         return _Sums(self.n, c * self.total, tf.square(c) * self.squares, lambda: c * self.flat_fn())
 
 
-def gram_sums(x, d, kernel_shape) -> _Sums:
-    """sum and sum of squares of dC/dW = X^T D for a Dense layer, without forming it."""
+def gram_sums(x, d, kernel_shape, grad=None) -> _Sums:
+    """sum and sum of squares of dC/dW = X^T D for a Dense layer: the sum always from the row sums
+    of X and D, O(R (n + m)); the sum of squares from the Gram identity, O(R^2 (n + m)), or, given
+    the gradient ``grad`` (when that is cheaper: large R), by one pass over it."""
     n_in, n_out = int(kernel_shape[0]), int(kernel_shape[1])
     X = tf.reshape(tf.cast(x, tf.float32), [-1, n_in])
     D = tf.reshape(tf.cast(d, tf.float32), [-1, n_out])
     total = tf.tensordot(tf.reduce_sum(X, 1), tf.reduce_sum(D, 1), 1)
-    squares = tf.reduce_sum(tf.matmul(X, X, transpose_b=True) * tf.matmul(D, D, transpose_b=True))
-    return _Sums(tf.constant(n_in * n_out), total, squares, lambda: flat32(tf.matmul(X, D, transpose_a=True)))
+    if grad is None:
+        squares = tf.reduce_sum(tf.matmul(X, X, transpose_b=True) * tf.matmul(D, D, transpose_b=True))
+        return _Sums(n_in * n_out, total, squares, lambda: flat32(tf.matmul(X, D, transpose_a=True)))
+    f = flat32(grad)
+    return _Sums(n_in * n_out, total, 2.0 * tf.nn.l2_loss(f), lambda: f)
+
+
+def dense_kind(layer) -> bool:
+    """A plain Dense layer (linear, so its output is s and the gradient there is D = dC/ds):
+    its weight gradient is X^T D, and :func:`gram_sums` applies."""
+    import keras
+
+    if type(layer) is not keras.layers.Dense:
+        return False
+    act = getattr(layer, "activation", None)
+    return act in (None, keras.activations.linear) and not getattr(layer, "lora_rank", None)
 
 
 def use_gram(layer, input_rows: Optional[int]) -> bool:
-    """Whether a kernel layer's weight-gradient sums come from :func:`gram_sums`: a plain Dense
-    (linear, so its output is s and the gradient there is D) with a static row count R where
-    R^2 (n + m) < GRAM_RATIO n m."""
-    import keras
-
-    if type(layer) is not keras.layers.Dense or input_rows is None:
-        return False
-    act = getattr(layer, "activation", None)
-    if act not in (None, keras.activations.linear) or getattr(layer, "lora_rank", None):
+    """Whether the Gram identity gives a Dense layer's ||dC/dW||^2 more cheaply than a pass over
+    it: a static row count R with R^2 (n + m) < GRAM_RATIO n m."""
+    if not dense_kind(layer) or input_rows is None:
         return False
     n, m = (int(d) for d in layer.kernel.shape)
     return input_rows * input_rows * (n + m) < GRAM_RATIO * n * m
@@ -167,8 +202,8 @@ def plain_sgd(optimizer) -> bool:
 @contextlib.contextmanager
 def watch_updates(optimizer, variables):
     """Inside: every value the optimizer adds to / subtracts from one of ``variables`` is kept,
-    ``out[id(var)]`` = the update (a variable written more than once, or by ``assign``, maps to
-    None: the caller falls back to W_after - W_before)."""
+    ``out[id(var)]`` = (value, +1 | -1): the update is sign * value (a variable written more than
+    once, or by ``assign``, maps to None: the caller falls back to W_after - W_before)."""
     out: Dict[int, Any] = {}
     ids = {id(v) for v in variables}
     if optimizer.weight_decay or optimizer.use_ema or optimizer.gradient_accumulation_steps:
@@ -182,9 +217,8 @@ def watch_updates(optimizer, variables):
             if key in ids:
                 if key in out or sign == 0:
                     out[key] = None
-                else:
-                    v = tf.convert_to_tensor(value)
-                    out[key] = v if sign > 0 else -v
+                else:  # (update tensor, sign): the sums take the sign, no negated copy is made
+                    out[key] = (tf.convert_to_tensor(value), sign)
             return originals[name](variable, value)
         return wrapped
 
@@ -322,56 +356,71 @@ class StepStats:
                 sums[(p.name, "weight")] = weight_sums[p.name]
             if grads[i] is not None:
                 x_in = inputs.get(p.name)
-                if g is not None and x_in is not None and use_gram(p.kernel_layer, static_rows(x_in)):
-                    wg = gram_sums(inputs[p.name], g, self.kernels[p.name].shape)
+                if g is not None and x_in is not None and dense_kind(p.kernel_layer):
+                    cheap = use_gram(p.kernel_layer, static_rows(x_in))
+                    wg = gram_sums(x_in, g, self.kernels[p.name].shape, grad=None if cheap else grads[i])
                 else:
                     wg = _Sums.of(grads[i])
                 sums[(p.name, "weight_grad")] = wg
                 if sgd_lr is not None:
                     sums[(p.name, "update")] = wg.scaled(-tf.cast(sgd_lr, tf.float32))
             if (p.name, "update") not in sums and start is not None:
-                u = updates.get(id(self.kernels[p.name]))
-                if u is None:
+                captured = updates.get(id(self.kernels[p.name]))
+                if captured is None:
                     if current is None:
                         current = after()
-                    u = tf.cast(current[i], tf.float32) - tf.cast(start[i], tf.float32)
-                sums[(p.name, "update")] = _Sums.of(u)
+                    sums[(p.name, "update")] = _Sums.of(tf.cast(current[i], tf.float32) - tf.cast(start[i], tf.float32))
+                else:
+                    u, sign = captured
+                    sums[(p.name, "update")] = _Sums.of(u).scaled(float(sign))
         keys = list(sums)
-        finite = tf.reduce_all(tf.math.is_finite(tf.stack([v.squares for v in sums.values()]
-                                                          + [v.total for v in sums.values()]))) if keys else True
-
-        def fast():
-            return tf.stack([moments(v.n, v.total, v.squares, v.flat_fn) for v in sums.values()])
-
-        def slow():
-            return tf.stack([masked_moments(v.flat_fn()) for v in sums.values()])
-
-        mom = tf.cond(finite, fast, slow) if keys else tf.zeros([0, len(MOMENTS)])
-        values: List[Any] = [None] * len(self.layout)
+        # Every tensor's moments at once: a few vector ops for the whole row, not a dozen per tensor
+        # (at small batch sizes the step's time is mostly per-op overhead).
+        flat_mom = vector_moments(list(sums.values())) if keys else tf.zeros([0])
+        extras = [v for _, v in sorted(zero.items())] + [v for _, v in sorted(sat.items())]
+        pieces = tf.concat([flat_mom, tf.stack(extras) if extras else tf.zeros([0]), [float("nan")]], 0)
+        pos: Dict[Tuple[str, str, str], int] = {}
         for j, (layer, tensor) in enumerate(keys):
-            for k, stat in enumerate(MOMENTS):  # noqa: B007
-                values[self.index[(layer, tensor, stat)]] = mom[j, k]
-        for layer, v in zero.items():
-            values[self.index[(layer, "activation", "zero_frac")]] = v
-        for layer, v in sat.items():
-            values[self.index[(layer, "activation", "saturated_frac")]] = v
-        for p in self.points:
-            if (p.name, *RATIO) in self.index:
-                u, w = (values[self.index[(p.name, t, "norm")]] for t in ("update", "weight"))
-                if u is not None and w is not None:
-                    values[self.index[(p.name, *RATIO)]] = u / tf.maximum(w, 1e-30)
+            for k, stat in enumerate(MOMENTS):
+                pos[(layer, tensor, stat)] = j * len(MOMENTS) + k
+        at = len(keys) * len(MOMENTS)
+        for layer, _ in sorted(zero.items()):
+            pos[(layer, "activation", "zero_frac")] = at
+            at += 1
+        for layer, _ in sorted(sat.items()):
+            pos[(layer, "activation", "saturated_frac")] = at
+            at += 1
+        missing = at  # the NaN at the end of `pieces`
+        ratio_of = [p.name for p in self.points if (p.name, *RATIO) in self.index
+                    and (p.name, "update", "norm") in pos and (p.name, "weight", "norm") in pos]
+        if ratio_of:  # ||dW|| / ||W|| per kernel
+            u = tf.gather(pieces, [pos[(n, "update", "norm")] for n in ratio_of])
+            w = tf.gather(pieces, [pos[(n, "weight", "norm")] for n in ratio_of])
+            pieces = tf.concat([pieces, u / tf.maximum(w, 1e-30)], 0)
+            for k, n in enumerate(ratio_of):
+                pos[(n, *RATIO)] = missing + 1 + k
+        row = tf.gather(pieces, [pos.get(key, missing) for key in self.layout])
         hists = []
         if self._qnames or self.hist_keys:
+            values: List[Any] = [None] * len(self.layout)
             hists = self._quantiles(values, rec, tgrad, grads, start, inputs)
-        nan = tf.constant(float("nan"))
-        return tf.stack([nan if v is None else v for v in values]), hists
+            qpos = [i for i, v in enumerate(values) if v is not None]
+            if qpos:
+                row = tf.tensor_scatter_nd_update(row, [[i] for i in qpos], tf.stack([values[i] for i in qpos]))
+        return row, hists
 
     def _quantiles(self, values, rec, tgrad, grads, start, inputs):
         """Exact percentiles (and histograms) of every tensor: the probe's statistics on the
-        training batch (``probes.train_quantiles``)."""
-        stats_of = stats_function(self.quantiles)
-        names = stat_names(self.quantiles)
-        flats: Dict[Tuple[str, str], tf.Tensor] = {}
+        training batch (``probes.train_quantiles``). Each tensor's histogram spans its own
+        [p(HIST_TAIL), p(100 - HIST_TAIL)], found in the same selection pass."""
+        tail_qs = (HIST_TAIL, 100.0 - HIST_TAIL) if self.hist_keys else ()
+        qs = self.quantiles + tail_qs
+        stats_of = stats_function(qs)
+        names = stat_names(qs)
+        tail_at = [names.index(n) for n in stat_names(tail_qs) if n.startswith("p")]
+        finite_at = names.index("nonfinite_count")
+        hist = histogram_function(self.hist_bins) if self.hist_keys else None
+        found: Dict[Tuple[str, str], Tuple[tf.Tensor, tf.Tensor]] = {}
         for p in self.points:
             i = self.kernel_index.get(p.name)
             for tensor in self.tensors_of(p):
@@ -382,28 +431,21 @@ class StepStats:
                 if t is None:
                     continue
                 flat = flat32(t)
-                flats[(p.name, tensor)] = flat
-                if self._qnames:
-                    got = stats_of(flat)
-                    for k, name in enumerate(names):
-                        if name in self._qnames:
-                            values[self.index[(p.name, tensor, name)]] = got[k]
+                got = stats_of(flat)
+                for k, name in enumerate(names):
+                    if name in self._qnames and (p.name, tensor, name) in self.index:
+                        values[self.index[(p.name, tensor, name)]] = got[k]
+                if (p.name, tensor) in self.hist_keys:
+                    ends = tf.gather(got, tail_at)
+                    lo = tf.where(tf.math.is_nan(ends[0]), 0.0, ends[0])
+                    hi = tf.where(tf.math.is_nan(ends[1]), 0.0, ends[1])
+                    hi = tf.maximum(hi, lo + tf.maximum(tf.abs(lo) * 1e-6, 1e-12))
+                    found[(p.name, tensor)] = (tf.stack([lo, hi]), hist(flat, lo, hi, tf.equal(got[finite_at], 0.0)))
         if not self.hist_keys:
             return []
-        tails, hist = range_function(), histogram_function(self.hist_bins)
-        ranges, counts = [], []
-        for key in self.hist_keys:
-            flat = flats.get(key)
-            if flat is None:
-                ranges.append(tf.zeros([2]))
-                counts.append(tf.zeros([self.hist_bins], tf.int32))
-                continue
-            lo_hi = tails(flat)
-            lo = lo_hi[0]
-            hi = tf.maximum(lo_hi[1], lo + tf.maximum(tf.abs(lo) * 1e-6, 1e-12))
-            ranges.append(tf.stack([lo, hi]))
-            counts.append(hist(flat, lo, hi))
-        return [tf.stack(ranges), tf.stack(counts)]
+        zero = (tf.zeros([2]), tf.zeros([self.hist_bins], tf.int32))
+        pairs = [found.get(key, zero) for key in self.hist_keys]
+        return [tf.stack([r for r, _ in pairs]), tf.stack([c for _, c in pairs])]
 
     def write(self, step, row, hists) -> None:
         """Store ``row`` (and its histograms) for ``step`` in slot written % K."""

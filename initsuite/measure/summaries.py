@@ -153,25 +153,18 @@ def stats_function(percentiles: Sequence[float]):
     return _COMPILED[key]
 
 
-def range_function(tail: float = HIST_TAIL):
-    key = ("range", float(tail))
-    if key not in _COMPILED:
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)], experimental_attributes=_NOINLINE)
-        def tails(flat):  # [p(tail), p(100-tail)] of the finite entries, (0, 0) if none
-            f = Finite(flat)
-            return tf.where(f.n > 0, select_quantiles(f.up, f.n, f.lo, f.hi, (tail, 100.0 - tail)), 0.0)
-
-        _COMPILED[key] = tails
-    return _COMPILED[key]
-
-
 def histogram_function(bins: int):
+    """``hist(flat, lo, hi, finite)``: :func:`finite_histogram` over [lo, hi]; ``finite`` (every
+    entry finite, as the statistics found) skips building the mask."""
     key = ("hist", int(bins))
     if key not in _COMPILED:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.float32),
-                                      tf.TensorSpec([], tf.float32)], experimental_attributes=_NOINLINE)
-        def hist(flat, lo, hi):
-            return finite_histogram(Finite(flat), lo, hi, int(bins))
+                                      tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.bool)],
+                     experimental_attributes=_NOINLINE)
+        def hist(flat, lo, hi, finite):
+            return tf.cond(finite,
+                           lambda: tf.histogram_fixed_width(flat, tf.stack([lo, hi]), nbins=int(bins), dtype=tf.int32),
+                           lambda: finite_histogram(Finite(flat), lo, hi, int(bins)))
 
         _COMPILED[key] = hist
     return _COMPILED[key]
