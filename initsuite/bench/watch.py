@@ -2,11 +2,12 @@
 
 Same model, optimizer (plain SGD), loss, batch size and ``tf.data`` stream as ``keras_fit``
 (:class:`initsuite.bench.KerasRunner`); the watch runs at the variant config's probe cadence
-(``probes.every``, ``probes.train_every``, ``probes.hist_steps``; unset keys: the watch's defaults),
-so it is compared with ``initsuite_default`` at the same cadence. The fits of one runner continue
-one watched run (steps go on counting), as a long ``model.fit`` would: with ``probes.every=100`` and
-windows of 100 steps after a 3-step warm-up, each window holds one fixed probe. The clock stops at
-the end of each fit *before* the watch writes its tables (a once-per-fit cost, not a per-step one).
+(``probes.train_every``, ``probes.hist_steps``; unset keys: the watch's defaults), and like
+``initsuite_default`` its windows hold no fixed-probe step: the probe's time is measured apart
+(:meth:`WatchRunner.probe_seconds`) and amortized over an epoch by the harness, the same way for
+both. The fits of one runner continue one watched run (steps go on counting), as a long
+``model.fit`` would. The clock stops at the end of each fit *before* the watch probes the last step
+and writes its tables (once-per-fit costs, not per-step ones).
 
 The harness hands in its clock and warm-up (``WatchRunner(cfg, workdir, name, clock=keras_clock(),
 warmup=WARMUP)``): :mod:`initsuite.bench` imports this module, so this one does not import it back.
@@ -41,7 +42,9 @@ class WatchRunner:
         n = min(int(cfg.probes.batch_size), len(data.x_test))
         self.probe = (tf.constant(data.x_test[:n]), tf.constant(data.y_test[:n].astype(np.int64)))
         p = cfg.probes
-        self.model = watch(self.model, probe=self.probe, out=Path(workdir) / "runs" / name, every=p.every,
+        # every: no probe inside a window (the steps of one runner's fits go on counting, so any
+        # finite period would land in some windows); the harness adds the probe's cost per epoch
+        self.model = watch(self.model, probe=self.probe, out=Path(workdir) / "runs" / name, every=10 ** 12,
                            train_every=int(p.train_every), train_buffer=int(p.train_buffer),
                            train_quantiles=bool(p.train_quantiles), hist_steps=list(p.hist_steps),
                            hist_bins=int(p.hist_bins), percentiles=list(p.percentiles),
@@ -61,6 +64,18 @@ class WatchRunner:
         self.model.fit(self.ds, epochs=1, steps_per_epoch=3, verbose=0, callbacks=self.callbacks)
         self.watch.inst.probe(*self.probe, False)
         self.watch.inst.probe(*self.probe, True)
+
+    def probe_seconds(self, with_hist: bool, repeats: int = 3) -> float:
+        """Median wall time of one fixed-probe measurement of the watch (traced by :meth:`warm_up`)."""
+        import statistics
+        import time
+
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            self.watch.inst.probe(*self.probe, with_hist)  # returns numbers: it waits for the device
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
 
     def window(self) -> Tuple[float, float]:
         """(wall seconds, process CPU seconds) from batch ``warmup`` to the end of a fit of ``total`` steps."""

@@ -231,7 +231,7 @@ class Instrument:
                 apply(pairs)
                 return tf.constant(0)
 
-            tf.cond(record, recorded, plain)
+            tf.cond(record, lambda: called(recorded), plain)  # the statistics as one node when not taken
 
         def found():
             self._forensics(step, tvars, fwd_items, fwd_ok, back_grads, back_ok, start_bad)

@@ -132,7 +132,7 @@ class Watch(keras.callbacks.Callback):
     def __init__(self, probe, *, out=None, every: Optional[int] = None, train_every: int = 10,
                  train_buffer: int = 100, train_quantiles: bool = False, hist_steps: Sequence[int] = (0, -1),
                  hist_bins: int = 100, percentiles: Sequence[float] = (2.0, 50.0, 98.0),
-                 on_nonfinite: str = STOP, check_every: int = 10, label: Optional[str] = None, seed: int = 0,
+                 on_nonfinite: str = STOP, check_every: int = 50, label: Optional[str] = None, seed: int = 0,
                  experiment: str = EXPERIMENT, verbose: bool = True):
         super().__init__()
         if on_nonfinite not in ON_NONFINITE:
