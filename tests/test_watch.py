@@ -16,6 +16,7 @@ import tensorflow as tf  # noqa: E402
 
 import initsuite.keras  # noqa: E402
 from initsuite.run import rows as row_mod  # noqa: E402
+from initsuite.setup import custom  # noqa: E402
 from initsuite.tables import LAYER_STATS_COLUMNS, PROBE, TABLE_COLUMNS, TRAIN  # noqa: E402
 
 N, SHAPE, CLASSES = 96, (8, 8, 1), 10
@@ -128,6 +129,46 @@ def test_watched_fit_writes_the_suites_tables_and_step0_equals_a_numpy_recomputa
     assert cfg["activation"]["name"] == "tanh" and cfg["optimizer"]["name"] == "sgd"
     assert cfg["optimizer"]["lr"] == pytest.approx(0.05) and cfg["train"]["batch_size"] == 16
     assert cfg["paths"]["runs"] == str(out.parent)
+
+
+def small_cnn_builder(input_shape, num_classes):
+    """small_cnn as a suite builder (model=custom model.builder=test_watch:small_cnn_builder)."""
+    assert tuple(input_shape) == SHAPE and num_classes == CLASSES
+    return small_cnn()
+
+
+def test_step0_statistics_equal_the_suites_own_run_of_the_same_model_and_seed(make_cfg, tmp_path):
+    """The suite trains small_cnn itself (model=custom); the watch measures a model.fit of the same
+    model, built and seeded as the suite builds it, on the same probe: the step-0 rows agree."""
+    from initsuite.run.train import run
+    from initsuite.setup import data as data_mod
+    from initsuite.tables import batch_rows
+
+    cfg = make_cfg("dataset=synthetic", f"dataset.image_shape=[{','.join(map(str, SHAPE))}]",
+                   f"dataset.num_classes={CLASSES}", "dataset.n_train=64", "dataset.n_valid=16", "dataset.n_test=32",
+                   "model=custom", "model.builder=test_watch:small_cnn_builder", "activation=keep",
+                   "init=glorot_uniform", "seed=3", "optimizer.lr=0.05", "train.batch_size=16",
+                   "train.max_steps=4", "probes.batch_size=32", "train.eval_examples=16", "train.progress=false")
+    suite = batch_rows(run(cfg).layer_stats)
+    suite0 = suite[suite.step == 0].set_index(["layer", "tensor", "stat"]).value
+
+    d = data_mod.load(cfg.dataset, seed=int(cfg.seed))
+    built = custom.build(cfg, d.input_shape, d.num_classes)  # the suite's weights: its initializer, its seed
+    out = tmp_path / "cmp" / "runs" / "same"
+    model = initsuite.keras.watch(built.model, probe=(d.x_test[:32], d.y_test[:32].astype("int64")), out=out)
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(d.x_train, d.y_train.astype("int64"), batch_size=16, epochs=1, verbose=0)
+    watched = batch_rows(tables(out)["layer_stats"])
+    watched0 = watched[watched.step == 0].set_index(["layer", "tensor", "stat"]).value
+    common = suite0.index.intersection(watched0.index)
+    assert len(common) >= 0.9 * len(suite0)  # the same layers, tensors and statistics
+    for key in common:
+        a, b = suite0[key], watched0[key]
+        if np.isnan(a):
+            assert np.isnan(b), key
+        else:
+            assert b == pytest.approx(a, rel=1e-4, abs=1e-7), key
 
 
 def test_row_builders_give_the_documented_columns():
@@ -244,8 +285,19 @@ def nested():
     (nested, True, False, ["block/inner_dense", "head"]),
 ], ids=["sequential-numpy-nojit", "functional-tfdata-jit", "subclassed-numpy-jit", "nested-tfdata-nojit"])
 def test_every_kind_of_model_on_arrays_and_tf_data_with_and_without_xla(tmp_path, build, tfdata, jit, layers):
+    from tensorflow.python.framework import config as tf_config
+
     out = tmp_path / "kinds" / "runs" / build.__name__
-    user_script(out, build=build, tfdata=tfdata, jit=jit, train_every=1)
+    # Keras turns XLA off while op determinism is on, and the suite's own runs (earlier tests in
+    # this process) switch it on; a user's script has it off
+    deterministic = tf_config.is_op_determinism_enabled()
+    tf_config.disable_op_determinism()
+    try:
+        model, _ = user_script(out, build=build, tfdata=tfdata, jit=jit, train_every=1)
+    finally:
+        if deterministic:
+            tf_config.enable_op_determinism()
+    assert bool(model.jit_compile) is jit
     st = status(out)
     assert st["status"] == "done" and st["steps"] == N // 16
     ls = tables(out)["layer_stats"]
