@@ -122,6 +122,10 @@ def test_default_cadence_is_amortized_over_one_epoch_of_log_spaced_probes():
     train_s = 468 * 128 / 1280.0
     assert got["ratio"] == pytest.approx(train_s / (train_s + 4 * 0.5 + 2 * 1.0))
     assert bench.default_cadence_ratio(0.9, 1280.0, 128, 0.0, 0.0)["ratio"] == pytest.approx(0.9)
+    # 10 epochs, 4680 steps: 0, 10, 30, 100, 300, 1000, 3000 and the ten epoch ends (468, 936, ...)
+    ten = bench.default_cadence_ratio(1.0, 1280.0, 128, probe_s=0.5, probe_hist_s=1.0, epochs=10)
+    assert ten["probes"] == 17
+    assert ten["ratio"] == pytest.approx(10 * train_s / (10 * train_s + 15 * 0.5 + 2 * 1.0))
 
 
 def test_compare_stats_scales_each_family():
