@@ -56,6 +56,9 @@ from initsuite.measure.summaries import (  # noqa: F401  (re-exported: the probe
     stats_function, summarize)
 
 HIST_TENSORS = ("activation", "preactivation", "backprop_grad", "weight_grad")
+# The measurement code is the suite's own: its control flow is explicit tf.cond, so autograph need
+# not convert it (converting it took most of a run's tracing time); the model's call still is.
+NOT_CONVERTED = tf.autograph.experimental.do_not_convert
 
 
 def precision_policy(cfg) -> str:
@@ -178,6 +181,7 @@ class Instrument:
     #   start = start_of_step(); forward under the tape (forward_recorded); loss;
     #   grads, tgrads = tape.gradient(loss, (trainable_variables, grad_targets(rec)));
     #   update(step, rec, loss, grads, tgrads, start, record)
+    @NOT_CONVERTED
     def start_of_step(self) -> List[tf.Tensor]:
         """The weights this step starts from, for the forensics' "update" items (read now: a read
         kept off the path of the update, see the module docstring)."""
@@ -189,10 +193,12 @@ class Instrument:
             out = self.model(x, training=training) if call is None else call(x)
         return out, rec
 
+    @NOT_CONVERTED
     def grad_targets(self, rec) -> List[tf.Tensor]:
         """The recorded tensors whose gradients are dC/ds, in the order :meth:`update` expects."""
         return [rec[self._grad_key(p)] for p in self.points if self._grad_key(p) in rec]
 
+    @NOT_CONVERTED
     def update(self, step, rec, loss, grads, tgrads, start, record, apply=None) -> None:
         """Check, apply the gradients, search on the first non-finite value, and (``record``: a
         Python bool, or a boolean tensor for a step that decides on the device) write the row of
@@ -237,7 +243,7 @@ class Instrument:
             self._forensics(step, tvars, fwd_items, fwd_ok, back_grads, back_ok, start_bad)
             if self.stats is not None and record is not True:  # the first non-finite step gets its row anyway
                 inputs = {name: t for (name, kind), t in rec.items() if kind == "in"}
-                row, hists = self.stats.row(rec, inputs, back_grads, grads, None, None, {})
+                row, hists = self.stats.row(rec, inputs, back_grads, grads, None, None, {}, masked=True)
                 if record is False:
                     self.stats.write(step, row, hists)
                 else:

@@ -74,18 +74,22 @@ def called(fn):
     For ``tf.cond`` branches: an inlined branch that is not taken still sends a "dead" signal
     through each of its ops every step, and a branch of a few hundred ops (the masked moments of
     every tensor, the forensics' search) then costs more than the statistics themselves."""
-    return tf.function(fn, experimental_attributes={"_noinline": True})()
+    # autograph=False: this is the suite's own code, with its control flow in explicit tf.cond
+    # (converting it took most of a run's tracing time)
+    return tf.function(fn, autograph=False, experimental_attributes={"_noinline": True})()
 
 
 CANCEL = 1e-3  # var < CANCEL E[x^2]: E[x^2] - mean^2 may have lost its digits, take the second pass
 
 
-def vector_moments(sums: Sequence["_Sums"]) -> tf.Tensor:
+def vector_moments(sums: Sequence["_Sums"], masked: bool = False) -> tf.Tensor:
     """:data:`MOMENTS` of several tensors, flattened [tensor-major], from their sums: one
     vector computation for all of them. Where var = E[x^2] - mean^2 may have cancelled
     (var < CANCEL E[x^2], i.e. |mean| > ~30 std), that tensor's variance takes the second pass
     sum((x - mean)^2) / n; where a sum is NaN/Inf, the tensor's moments are its finite entries'
     (:func:`masked_moments`). Both are branches taken only when needed."""
+    if masked:  # known to hold a non-finite value (the forensics' row): the slow path only
+        return tf.reshape(tf.stack([masked_moments(v.flat_fn()) for v in sums]), [-1])
     n = tf.stack([tf.cast(v.n, tf.float32) for v in sums])
     total = tf.stack([v.total for v in sums])
     squares = tf.stack([v.squares for v in sums])
@@ -96,13 +100,10 @@ def vector_moments(sums: Sequence["_Sums"]) -> tf.Tensor:
     cancel = tf.logical_and(var < CANCEL * msq, msq > 0)
 
     def fast():
-        def second_pass():
-            out = []
-            for i, v in enumerate(sums):
-                out.append(tf.cond(cancel[i],
-                                   lambda v=v, i=i: tf.reduce_sum(tf.math.squared_difference(v.flat_fn(), mean[i]))
-                                   / nf[i], lambda i=i: var[i]))
-            return tf.stack(out)
+        def second_pass():  # rare: every tensor's second pass, kept where its difference cancelled
+            exact = tf.stack([tf.reduce_sum(tf.math.squared_difference(v.flat_fn(), mean[i])) / nf[i]
+                              for i, v in enumerate(sums)])
+            return tf.where(cancel, exact, var)
 
         v2 = tf.cond(tf.reduce_any(cancel), lambda: called(second_pass), lambda: var)
         out = tf.stack([mean, v2, tf.sqrt(v2), tf.sqrt(squares), tf.zeros_like(mean)], axis=1)
@@ -321,7 +322,7 @@ class StepStats:
         """The kernels' sums from their values before the update (take them before it)."""
         return {name: _Sums.of(start[i]) for name, i in self.kernel_index.items() if i is not None}
 
-    def row(self, rec, inputs, tgrad, grads, start, after, updates, sgd_lr=None, weight_sums=None):
+    def row(self, rec, inputs, tgrad, grads, start, after, updates, sgd_lr=None, weight_sums=None, masked=False):
         """The row of one step. ``rec``: the taps' outputs {(layer, "pre"|"act"): tensor};
         ``inputs``: {layer: its kernel layer's input}; ``tgrad``: {layer: dC/ds}; ``grads``:
         the trainable variables' gradients; ``start``: their values before the update;
@@ -329,7 +330,7 @@ class StepStats:
         ``sgd_lr``: the learning rate when the update is plain SGD's -lr dC/dW; ``weight_sums``:
         :meth:`weight_sums`, taken before the update. Returns (row, histograms).
         ``start=None`` (the first non-finite step between recorded ones) leaves the weights and the
-        update out.
+        update out; ``masked``: a non-finite value is known to be there (moments of the finite entries).
         """
         if weight_sums is None and start is not None:
             weight_sums = self.weight_sums(start)
@@ -376,7 +377,7 @@ class StepStats:
         keys = list(sums)
         # Every tensor's moments at once: a few vector ops for the whole row, not a dozen per tensor
         # (at small batch sizes the step's time is mostly per-op overhead).
-        flat_mom = vector_moments(list(sums.values())) if keys else tf.zeros([0])
+        flat_mom = vector_moments(list(sums.values()), masked=masked) if keys else tf.zeros([0])
         extras = [v for _, v in sorted(zero.items())] + [v for _, v in sorted(sat.items())]
         pieces = tf.concat([flat_mom, tf.stack(extras) if extras else tf.zeros([0]), [float("nan")]], 0)
         pos: Dict[Tuple[str, str, str], int] = {}
