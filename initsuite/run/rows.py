@@ -59,6 +59,23 @@ def step_stats_rows(rid: str, stats, taken, epoch_of: Callable[[int], float],
     return rows, hist
 
 
+def add_probe(tables: Dict[str, List[Dict[str, Any]]], rid: str, step: int, epoch: float, stats, hists,
+              layer_index: Mapping[str, int]) -> None:
+    """Append one :meth:`Instrument.probe` result to a run's ``layer_stats`` and ``histograms`` rows."""
+    tables["layer_stats"] += probe_rows(rid, step, epoch, stats, layer_index)
+    tables["histograms"] += probe_hist_rows(rid, step, epoch, hists, layer_index)
+
+
+def add_step_stats(tables: Dict[str, List[Dict[str, Any]]], rid: str, inst, epoch_of: Callable[[int], float]) -> None:
+    """Append the training-batch rows the Instrument's device buffer holds (``batch = train``; none
+    when its statistics are off) to a run's ``layer_stats`` and ``histograms`` rows."""
+    if inst.stats is None:
+        return
+    ls, hist = step_stats_rows(rid, inst.stats, inst.stats.take(), epoch_of, inst.layer_index)
+    tables["layer_stats"] += ls
+    tables["histograms"] += hist
+
+
 def nonfinite_event(rid: str, first: Mapping[str, Any], epoch: float, seen_at: int) -> Dict[str, Any]:
     """The ``events`` row of kind ``first_nonfinite`` for :meth:`Instrument.first_nonfinite`'s answer,
     found by the host at step ``seen_at``."""

@@ -422,18 +422,11 @@ class Trainer:
     def _probe(self, step: int, x, y) -> None:
         with_hist = step in self.hist_steps
         stats, hists = self.inst.probe(x, y, with_hist)
-        epoch = self.epoch_of(step)
-        self.rows["layer_stats"] += rows.probe_rows(self.rid, step, epoch, stats, self.inst.layer_index)
-        self.rows["histograms"] += rows.probe_hist_rows(self.rid, step, epoch, hists, self.inst.layer_index)
+        rows.add_probe(self.rows, self.rid, step, self.epoch_of(step), stats, hists, self.inst.layer_index)
 
     def _take_step_stats(self) -> None:
         """The training-batch rows the device buffer holds (``batch = train``), into the tables."""
-        if self.inst.stats is None:
-            return
-        ls, hist = rows.step_stats_rows(self.rid, self.inst.stats, self.inst.stats.take(), self.epoch_of,
-                                        self.inst.layer_index)
-        self.rows["layer_stats"] += ls
-        self.rows["histograms"] += hist
+        rows.add_step_stats(self.rows, self.rid, self.inst, self.epoch_of)
 
     def _evaluate(self, step: int, eval_sets) -> None:
         epoch = self.epoch_of(step)

@@ -331,9 +331,7 @@ class Watch(keras.callbacks.Callback):
 
     def _probe(self, step: int, with_hist: bool) -> None:
         stats, hists = self.inst.probe(self.probe_x, self.probe_y, bool(with_hist))
-        epoch, li = self.epoch_of(step), self.inst.layer_index
-        self.rows["layer_stats"] += row_mod.probe_rows(self.rid, step, epoch, stats, li)
-        self.rows["histograms"] += row_mod.probe_hist_rows(self.rid, step, epoch, hists, li)
+        row_mod.add_probe(self.rows, self.rid, step, self.epoch_of(step), stats, hists, self.inst.layer_index)
         self._probed.add(step)
 
     def _has_hist(self, step: int) -> bool:
@@ -372,12 +370,7 @@ class Watch(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def _take_step_stats(self) -> None:
-        if self.inst.stats is None:
-            return
-        rows, hist = row_mod.step_stats_rows(self.rid, self.inst.stats, self.inst.stats.take(), self.epoch_of,
-                                             self.inst.layer_index)
-        self.rows["layer_stats"] += rows
-        self.rows["histograms"] += hist
+        row_mod.add_step_stats(self.rows, self.rid, self.inst, self.epoch_of)
 
     def _tables(self) -> Dict[str, pd.DataFrame]:
         return {name: pd.DataFrame(rows, columns=TABLE_COLUMNS[name]) if rows else empty_table(name)
