@@ -47,7 +47,6 @@ from initsuite.measure.summaries import HIST_TAIL, flat32, histogram_function, s
 # One row's statistics per tensor, in this order; activations add ACTIVATION_STATS.
 MOMENTS = ("mean", "var", "std", "norm", "nonfinite_count")
 ACTIVATION_STATS = ("zero_frac", "saturated_frac")
-STEP_TENSORS = ("preactivation", "activation", "backprop_grad", "weight", "weight_grad", "update")
 RATIO = ("update_ratio", "ratio")  # (tensor, stat) of ||dW|| / ||W||
 GRAM_RATIO = 4.0  # Gram identity when R^2 (n + m) < GRAM_RATIO n m (its matmuls run near peak, a pass does not)
 
