@@ -148,7 +148,7 @@ def test_compare_stats_scales_each_family():
 
 
 @pytest.mark.parametrize("name", ["normal", "relu", "ties", "constant", "one", "two", "huge", "nonfinite",
-                                  "all_nonfinite", "empty"])
+                                  "all_nonfinite", "empty", "wide_relu", "wide_ties"])
 def test_selection_statistics_equal_numpy_and_the_sorting_reference(name):
     from initsuite.measure.instrument import stat_names, stats_function
     from initsuite.measure.probes import tensor_stats
@@ -165,6 +165,9 @@ def test_selection_statistics_equal_numpy_and_the_sorting_reference(name):
         "nonfinite": np.concatenate([rng.standard_normal(1000), [np.nan, np.inf, -np.inf]]),
         "all_nonfinite": np.array([np.nan, np.inf]),
         "empty": np.zeros(0),
+        # wider than the chunked passes' slice (summaries.CHUNK), zeros and negatives in several slices
+        "wide_relu": np.maximum(rng.standard_normal(600_001), 0) * 1e-3,
+        "wide_ties": np.round(rng.standard_normal(700_000) + 0.5, 1),
     }[name].astype(np.float32)
     qs = (0.1, 2.0, 50.0, 98.0, 100.0)
     got = dict(zip(stat_names(qs), stats_function(qs)(tf.constant(x)).numpy().tolist()))
@@ -215,3 +218,20 @@ def test_xla_and_mixed_precision_keep_statistics_within_tolerance(tmp_path):
     from omegaconf import OmegaConf
     assert precision_policy(OmegaConf.create({"train": {"mixed_precision": True}})) == "mixed_bfloat16"
     assert precision_policy(OmegaConf.create({"train": {}})) == "float32"
+
+
+@pytest.mark.parametrize("finite", [True, False])
+def test_chunked_histogram_equals_the_one_pass_histogram(finite):
+    """The probe's histogram over slices (summaries.fold) counts exactly what one
+    histogram_fixed_width over the whole tensor counts, values outside [lo, hi] in the edge bins."""
+    from initsuite.measure.summaries import CHUNK, histogram_function
+
+    x = np.random.default_rng(1).standard_normal(2 * CHUNK + 17).astype(np.float32)
+    if not finite:
+        x[[5, CHUNK + 3]] = [np.nan, np.inf]
+    lo, hi = -1.5, 2.0
+    got = histogram_function(40)(tf.constant(x), tf.constant(lo), tf.constant(hi), tf.constant(finite)).numpy()
+    fin = x[np.isfinite(x)]
+    want = tf.histogram_fixed_width(tf.constant(fin), [lo, hi], nbins=40).numpy()
+    assert got.tolist() == want.tolist() and got.sum() == len(fin)
+    assert got[0] == np.sum(fin < lo + 3.5 / 40) and got[-1] == np.sum(fin >= hi - 3.5 / 40)

@@ -52,7 +52,7 @@ import tensorflow as tf
 from initsuite.measure.probes import CheckItem, Taps, main_kernel, slope
 from initsuite.measure.step_stats import StepStats, called, plain_sgd, watch_updates
 from initsuite.measure.summaries import (  # noqa: F401  (re-exported: the probe's statistics)
-    HIST_TAIL, SELECT_BINS, Finite, flat32, histogram_function, finite_histogram, select_quantiles, stat_names,
+    HIST_TAIL, SELECT_BINS, Finite, flat32, fold, histogram_function, finite_histogram, select_quantiles, stat_names,
     stats_function, summarize)
 
 HIST_TENSORS = ("activation", "preactivation", "backprop_grad", "weight_grad")
@@ -382,7 +382,7 @@ class Instrument:
         finite_of: Dict[Tuple[str, str], tf.Tensor] = {}
         fn, thr = self.built.activation_fn, self.built.saturation_threshold
 
-        def measure(layer, tensor, t, sat=None):
+        def measure(layer, tensor, t, sat=None):  # sat: the pre-activation s of z = f(s)
             flat = flat32(t)
             stat_keys.extend((layer, tensor, name) for name in names)
             if with_hist and tensor in flats:
@@ -393,9 +393,11 @@ class Instrument:
                 finite_of[(layer, tensor)] = tf.equal(got[finite_at], 0.0)
             else:
                 stat_values.append(stats_of(flat))
-            if sat is not None:
+            if sat is not None:  # the fraction of units with |f'(s)| < threshold, s in slices
                 stat_keys.append((layer, tensor, "saturated_frac"))
-                stat_values.append(tf.reduce_mean(tf.cast(tf.reshape(sat, [-1]), tf.float32))[None])
+                count, = fold(flat32(sat), lambda c, acc: (acc + tf.math.count_nonzero(
+                    tf.abs(slope(fn, c)) < thr, dtype=tf.int32),), (0,))
+                stat_values.append((tf.cast(count, tf.float32) / tf.cast(tf.maximum(tf.size(sat), 1), tf.float32))[None])
             if tensor in flats:
                 flats[tensor][layer] = flat
 
@@ -407,7 +409,7 @@ class Instrument:
             if z is not None:
                 sat = None
                 if s is not None and fn is not None and thr is not None:
-                    sat = tf.abs(slope(fn, tf.cast(s, tf.float32))) < thr
+                    sat = s
                 measure(p.name, "activation", z, sat)
             if tgrad[p.name] is not None:
                 measure(p.name, "backprop_grad", tgrad[p.name])

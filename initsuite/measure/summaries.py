@@ -2,11 +2,12 @@
 
 Percentiles are exact (NumPy's linear rule, bit for bit what the sort in
 :func:`initsuite.measure.probes.tensor_stats` gives) but found by selection: one binning
-pass locates the bins that hold the wanted ranks and only those values are sorted
-(:func:`select_quantiles`): O(n) instead of O(n log n). A tensor whose sum is finite needs
-no NaN mask at all (:func:`summarize`). The statistics are one ``tf.function``
-(:func:`stats_function`) called per tensor, so they are traced once per process instead of
-once per tensor and layer.
+pass locates the bins that hold the wanted ranks and only those values are sorted: O(n)
+instead of O(n log n). A tensor whose sum is finite needs no NaN mask at all, and its
+passes run over slices of :data:`CHUNK` values (:func:`fold`), so a 7.5 M-value CNN
+activation needs temporaries of one slice, not several copies of itself (those copies were
+the probe's peak memory). The statistics are one ``tf.function`` (:func:`stats_function`)
+called per tensor, so they are traced once per process instead of once per tensor and layer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tensorflow as tf
 
 from initsuite.measure.probes import BASE_STATS, percentile_name
 
+CHUNK = 1 << 18  # values per slice of a chunked pass (1 MB of float32)
 SELECT_BINS = 1024  # histogram bins of the selection pass: ~n/1024 values are sorted per percentile
 HIST_TAIL = 0.1  # a histogram's common axis spans the layers' [p0.1, p99.9] (extreme outliers go to the edge bins)
 
@@ -85,28 +87,102 @@ def stat_names(percentiles: Sequence[float]) -> List[str]:
     return list(BASE_STATS) + [percentile_name(q) for q in percentiles] + ["zero_frac", "nonfinite_count"]
 
 
+def fold(flat, body, init, chunk: int = None):
+    """``body(part, *acc) -> acc`` over consecutive slices of ``chunk`` values of the flat
+    tensor ``flat``: a ``tf.while_loop``, so a pass over a wide tensor keeps temporaries of
+    one slice, not of the whole tensor (and each slice's passes run while it is in cache)."""
+    chunk = int(chunk or CHUNK)
+    n = tf.size(flat)
+
+    def step(i, *acc):
+        part = flat[i * chunk: tf.minimum((i + 1) * chunk, n)]
+        return (i + 1,) + tuple(body(part, *acc))
+
+    out = tf.while_loop(lambda i, *acc: i * chunk < n, step, (tf.constant(0),) + tuple(init),
+                        parallel_iterations=2)
+    return out[1:]
+
+
+def _finite_summary(flat, total, percentiles: Sequence[float], bins: int = SELECT_BINS):
+    """:func:`summarize` of a tensor whose every entry is finite, in three chunked passes
+    (:func:`fold`): (1) the sum ``total`` already taken, min, max and the counts of zeros and
+    of negative values; (2) the sum of squared deviations (var = E[(x - mean)^2], two-pass:
+    sound in float32 for any mean) and the bin counts of the non-zero values; (3) the values
+    in the bins that hold a wanted rank. Zeros (half of a ReLU layer) are one block of known
+    ranks, negatives < zeros < positives, so they are never binned or sorted."""
+    qs = [float(q) for q in percentiles]
+    k = len(qs)
+    n = tf.size(flat)
+    n1 = tf.maximum(n, 1)
+    nf = tf.cast(n1, tf.float32)
+    inf = float("inf")
+
+    def first(c, lo, hi, zeros, neg):
+        return (tf.minimum(lo, tf.reduce_min(c)), tf.maximum(hi, tf.reduce_max(c)),
+                zeros + tf.math.count_nonzero(tf.equal(c, 0.0), dtype=tf.int32),
+                neg + tf.math.count_nonzero(c < 0.0, dtype=tf.int32))
+
+    lo, hi, zeros, neg = fold(flat, first, (inf, -inf, 0, 0))
+    mean = total / nf
+    spread = hi > lo
+    # bin = v a - b with a = bins / (hi - lo), b = lo a: the scalars in float64, where hi - lo
+    # cannot overflow; per value one multiply and one subtract, both monotone, so bin order is
+    # value order however the rounding falls. Zeros go to the extra bin ``bins``.
+    lo64, hi64 = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
+    a64 = float(bins) / tf.where(spread, hi64 - lo64, 1.0)
+    a, b = tf.cast(a64, tf.float32), tf.cast(lo64 * a64, tf.float32)
+
+    def bin_of(c):
+        return tf.where(tf.equal(c, 0.0), bins, tf.cast(tf.clip_by_value(c * a - b, 0.0, bins - 1.0), tf.int32))
+
+    def second(c, ss, counts):
+        return (ss + tf.reduce_sum(tf.math.squared_difference(c, mean)),
+                counts + tf.math.bincount(bin_of(c), minlength=bins + 1, maxlength=bins + 1, dtype=tf.int32))
+
+    ss, counts = fold(flat, second, (0.0, tf.zeros([bins + 1], tf.int32)))
+    var = ss / nf
+    out = [mean, var, tf.sqrt(var)]
+    if k:
+        pos = [(q / 100.0) * (nf - 1.0) for q in qs]
+        r_lo = [tf.cast(tf.floor(p), tf.int32) for p in pos]
+        ranks = tf.stack(r_lo + [tf.minimum(r + 1, n1 - 1) for r in r_lo])
+        frac = tf.stack([p - tf.floor(p) for p in pos])
+        nonzero = n - zeros
+        in_zeros = tf.logical_and(ranks >= neg, ranks < neg + zeros)
+        rank = tf.clip_by_value(tf.where(ranks >= neg + zeros, ranks - zeros, ranks), 0, tf.maximum(nonzero - 1, 0))
+        cnt = counts[:bins]
+        cum = tf.cumsum(cnt)
+        want = tf.minimum(tf.searchsorted(cum, rank, side="right"), bins - 1)  # the bin holding each rank
+        needed = tf.logical_and(tf.logical_not(in_zeros), tf.logical_and(spread, nonzero > 0))
+        keep_bin = tf.scatter_nd(want[:, None], tf.cast(needed, tf.int32), [bins]) > 0
+        keep = tf.concat([keep_bin, [False]], 0)
+
+        def third(c, kept):
+            return (kept.write(kept.size(), tf.boolean_mask(c, tf.gather(keep, bin_of(c)))),)
+
+        kept, = fold(flat, third, (tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
+                                           element_shape=tf.TensorShape([None])),))
+        part = tf.concat([tf.sort(kept.concat()), [lo]], 0)  # never empty
+        kept_before = tf.cumsum(tf.where(keep_bin, cnt, 0), exclusive=True)
+        at = rank - tf.gather(cum - cnt, want) + tf.gather(kept_before, want)
+        got = tf.where(in_zeros, 0.0, tf.gather(part, tf.clip_by_value(at, 0, tf.size(part) - 1)))
+        g0, g1 = got[:k], got[k:]
+        out.append(tf.where(spread, g0 + (g1 - g0) * frac, lo))  # all values equal: no bins needed
+    out = tf.concat([tf.stack(out[:3])] + out[3:] + [[tf.cast(zeros, tf.float32) / nf]], 0)
+    return tf.concat([tf.where(n > 0, out, float("nan")), [0.0]], 0)
+
+
 def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
     """The statistics of :func:`initsuite.measure.probes.tensor_stats`, same values, stacked in
     :func:`stat_names` order: mean, var (ddof 0), std, percentiles and zero_frac of the
     finite entries (NaN if none), and the count of the others.
 
-    Cheaper than sorting: percentiles by :func:`select_quantiles`, and when the sum is
-    finite (no NaN/Inf anywhere, the usual case) no mask is built at all.
+    Cheaper than sorting: when the sum is finite (no NaN/Inf anywhere, the usual case) the
+    chunked passes of :func:`_finite_summary`, without a mask; otherwise the finite entries
+    through :func:`select_quantiles`.
     """
     flat = tf.cast(tf.reshape(tf.convert_to_tensor(x), [-1]), tf.float32)  # statistics always in float32
-    total = tf.reduce_sum(flat)
-
-    def all_finite():
-        n = tf.size(flat)
-        nf = tf.cast(tf.maximum(n, 1), tf.float32)
-        lo, hi = tf.reduce_min(flat), tf.reduce_max(flat)
-        mean = total / nf
-        var = tf.reduce_sum(tf.math.squared_difference(flat, mean)) / nf
-        zero = tf.reduce_sum(tf.cast(tf.equal(flat, 0.0), tf.float32)) / nf
-        qs = select_quantiles(flat, n, lo, hi, percentiles) if len(percentiles) else tf.zeros([0])
-        out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, tf.stack([zero])], 0)
-        out = tf.where(n > 0, out, float("nan"))
-        return tf.concat([out, [0.0]], 0)
+    total, = fold(flat, lambda c, s: (s + tf.reduce_sum(c),), (0.0,))
 
     def some_nonfinite():
         f = Finite(flat)
@@ -119,7 +195,7 @@ def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
         out = tf.where(f.n > 0, out, float("nan"))
         return tf.concat([out, [tf.cast(f.size - f.n, tf.float32)]], 0)
 
-    return tf.cond(tf.math.is_finite(total), all_finite, some_nonfinite)
+    return tf.cond(tf.math.is_finite(total), lambda: _finite_summary(flat, total, percentiles), some_nonfinite)
 
 
 def finite_histogram(f: Finite, lo, hi, bins: int):
@@ -162,9 +238,15 @@ def histogram_function(bins: int):
                                       tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.bool)],
                      experimental_attributes=_NOINLINE)
         def hist(flat, lo, hi, finite):
-            return tf.cond(finite,
-                           lambda: tf.histogram_fixed_width(flat, tf.stack([lo, hi]), nbins=int(bins), dtype=tf.int32),
-                           lambda: finite_histogram(Finite(flat), lo, hi, int(bins)))
+            edges = tf.stack([lo, hi])
+
+            def chunked():
+                counts, = fold(flat, lambda c, acc: (acc + tf.histogram_fixed_width(c, edges, nbins=int(bins),
+                                                                                    dtype=tf.int32),),
+                               (tf.zeros([int(bins)], tf.int32),))
+                return counts
+
+            return tf.cond(finite, chunked, lambda: finite_histogram(Finite(flat), lo, hi, int(bins)))
 
         _COMPILED[key] = hist
     return _COMPILED[key]
