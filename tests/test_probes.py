@@ -118,5 +118,18 @@ def test_probe_matches_numpy_backprop(make_cfg):
     g1, _ = hists[("dense_01", "backprop_grad")]
     gl, cl = hists[("logits", "backprop_grad")]
     assert np.allclose(g0, g1) and not np.allclose(g0, gl)
+    # the counts (a second forward/backward pass, Instrument._hist_step) are those of the NumPy
+    # values on the reported axis, outliers in the edge bins; a value within float32 rounding of
+    # an edge may fall on either side
+    logits_s = inputs[2] @ W[2] + b[2]
+    refs = {("logits", "preactivation"): logits_s, ("logits", "backprop_grad"): dS[2], ("logits", "weight_grad"): dW[2]}
+    for i, name in enumerate(("dense_00", "dense_01")):
+        refs.update({(name, "preactivation"): pre[i], (name, "activation"): act[i],
+                     (name, "backprop_grad"): dS[i], (name, "weight_grad"): dW[i]})
+    assert set(hists) == set(refs)
+    for key, ref in refs.items():
+        edges, counts = hists[key]
+        want, _ = np.histogram(np.clip(ref, edges[0], edges[-1]), bins=edges)
+        assert counts.sum() == ref.size and np.abs(counts - want).sum() <= 2, key
     assert c0.sum() == dS[0].size and cl.sum() == dS[2].size
     assert gl[0] <= np.percentile(dS[2], 1) and gl[-1] >= np.percentile(dS[2], 99)

@@ -139,6 +139,7 @@ class Instrument:
             False: tf.function(lambda x, y: self._probe_step(x, y, False)),
             True: tf.function(lambda x, y: self._probe_step(x, y, True)),
         }
+        self._hist = tf.function(self._hist_step)
         shape = [None] + [int(d) for d in self.model.inputs[0].shape[1:]] if getattr(self.model, "inputs", None) else None
         sig = [tf.TensorSpec(shape, tf.float32), tf.TensorSpec([None], tf.int64)] if shape else None
         self._eval = tf.function(self._eval_batch, input_signature=sig, reduce_retracing=sig is None)
@@ -349,7 +350,8 @@ class Instrument:
         return dict(step=step, phase=phase, layer=item.layer, layer_index=item.layer_index, tensor=item.tensor)
 
     # -- measurement ----------------------------------------------------------------------
-    def _probe_step(self, x, y, with_hist: bool):
+    def _probe_tensors(self, x, y):
+        """The probe batch's forward and backward pass: (recorded outputs, dC/ds and dC/dW by layer)."""
         kernels = [self.kernels[p.name] for p in self.points]
         with tf.GradientTape() as tape:
             logits, rec = self._forward(x, False)
@@ -364,6 +366,29 @@ class Instrument:
         for p, t, k in zip(self.points, targets, kernels):
             tgrad[p.name] = next(it_t) if t is not None else None
             kgrad[p.name] = next(it_k) if k is not None else None
+        return rec, tgrad, kgrad
+
+    def _hist_step(self, x, y, ranges, finite):
+        """The probe's histograms over the axes ``ranges`` its statistics chose, from a second
+        forward/backward pass: each tensor's histogram is taken as soon as the tensor exists,
+        instead of keeping every layer's tensors until the common axes are known (that kept
+        the probe's peak memory twice the statistics' own)."""
+        rec, tgrad, kgrad = self._probe_tensors(x, y)
+        by_key = {}
+        for p in self.points:
+            by_key.update({(p.name, "preactivation"): rec.get((p.name, "pre")),
+                           (p.name, "activation"): rec.get((p.name, "act")),
+                           (p.name, "backprop_grad"): tgrad[p.name], (p.name, "weight_grad"): kgrad[p.name]})
+        hist = histogram_function(self.hist_bins)
+        _, hist_keys = self._probe_layout[True]
+        counts = [hist(flat32(by_key[key]), ranges[i, 0], ranges[i, 1], finite[i]) for i, key in enumerate(hist_keys)]
+        return tf.stack(counts) if counts else tf.zeros([0, self.hist_bins], tf.int32)
+
+    def _probe_step(self, x, y, with_hist: bool):
+        """The probe's statistics (and, ``with_hist``, each histogram's axis and whether its tensor
+        is finite, for :meth:`_hist_step`)."""
+        rec, tgrad, kgrad = self._probe_tensors(x, y)
+        kernels = [self.kernels[p.name] for p in self.points]
 
         stats_of = stats_function(self.percentiles)
         names = stat_names(self.percentiles)
@@ -417,9 +442,8 @@ class Instrument:
                 measure(p.name, "weight", k)
                 if kgrad[p.name] is not None:
                     measure(p.name, "weight_grad", kgrad[p.name])
-        hist_keys, ranges, counts = [], [], []
+        hist_keys, ranges, counts = [], [], []  # counts: first whether each tensor is finite
         if with_hist:
-            hist = histogram_function(self.hist_bins)
             # One common axis for the hidden layers (the paper draws them on one), and its own for
             # the output layer, whose gradients are 10-30x wider and would squeeze the rest into a
             # few bins.
@@ -438,17 +462,18 @@ class Instrument:
                     for name, flat in group.items():
                         hist_keys.append((name, tensor))
                         ranges.append(tf.stack([lo, hi]))
-                        counts.append(hist(flat, lo, hi, finite_of[(name, tensor)]))
+                        counts.append(finite_of[(name, tensor)])
         self._probe_layout[with_hist] = (stat_keys, hist_keys)
         return (tf.concat(stat_values, 0) if stat_values else tf.zeros([0]),
                 tf.stack(ranges) if ranges else tf.zeros([0, 2]),
-                tf.stack(counts) if counts else tf.zeros([0, self.hist_bins], tf.int32))
+                tf.stack(counts) if counts else tf.zeros([0], tf.bool))
 
     def probe(self, x, y, with_hist: bool):
         """Statistics {(layer, tensor): {stat: float}} and histograms
         {(layer, tensor): (edges, counts)} of the probe batch at the current weights."""
-        values, ranges, counts = self._probe[bool(with_hist)](x, y)
+        values, ranges, finite = self._probe[bool(with_hist)](x, y)
         stat_keys, hist_keys = self._probe_layout[bool(with_hist)]
+        counts = self._hist(x, y, ranges, finite) if hist_keys else None
         out_stats: Dict[Tuple[str, str], Dict[str, float]] = {}
         for (layer, tensor, stat), v in zip(stat_keys, values.numpy().tolist()):
             out_stats.setdefault((layer, tensor), {})[stat] = v
