@@ -70,8 +70,12 @@ class _Adam:
         return out
 
 
-@pytest.mark.parametrize("width,batch,opt", [(7, 13, "sgd"), (64, 3, "sgd"), (7, 13, "adam")])
-def test_in_step_statistics_equal_numpy_on_the_training_batch(make_cfg, width, batch, opt):
+@pytest.mark.parametrize("width,batch,opt,decided", [(7, 13, "sgd", "host"), (64, 3, "sgd", "host"),
+                                                     (7, 13, "adam", "host"), (7, 13, "sgd", "device"),
+                                                     (7, 13, "adam", "device")])
+def test_in_step_statistics_equal_numpy_on_the_training_batch(make_cfg, width, batch, opt, decided):
+    """``decided``: whether a step writes its row is a Python bool (the suite's loop) or a tensor
+    decided on the device (a watched model.fit, where step 1 here writes none)."""
     import keras
 
     optimizer = keras.optimizers.SGD(0.1) if opt == "sgd" else keras.optimizers.Adam(0.01)
@@ -84,11 +88,17 @@ def test_in_step_statistics_equal_numpy_on_the_training_batch(make_cfg, width, b
     b = [np.asarray(l.bias, np.float64) for l in layers]
     adam = _Adam(0.01, [w.shape for w in W] + [v.shape for v in b]) if opt == "adam" else None
     rng = np.random.default_rng(4)
-    want = []
+    want, recorded = [], [0, 1, 2] if decided == "host" else [0, 2]
+    on_device = tf.function(lambda x, y, s, r: inst._train_step(x, y, s, r))
     for step in range(3):
         x = rng.uniform(0, 1, (batch, 3, 2, 1)).astype(np.float32)
         y = rng.integers(0, 4, batch).astype(np.int64)
-        inst.train_step(tf.constant(x), tf.constant(y), step, record=True)
+        if decided == "host":
+            inst.train_step(tf.constant(x), tf.constant(y), step, record=True)
+        else:
+            on_device(tf.constant(x), tf.constant(y), tf.constant(step, tf.int64), tf.constant(step in recorded))
+            if step in recorded:
+                inst.stats.note(step)
         pre, act, dS, dW, db = _numpy_step(W, b, x, y)
         if adam is None:
             upd = [-0.1 * g for g in dW] + [-0.1 * g for g in db]
@@ -103,11 +113,12 @@ def test_in_step_statistics_equal_numpy_on_the_training_batch(make_cfg, width, b
             ref[(n, "weight")] = W[i].copy()
             ref[(n, "weight_grad")] = dW[i]
             ref[(n, "update")] = upd[i]
-        want.append((ref, [np.mean(1 - a ** 2 < 0.05) for a in act]))
+        if step in recorded:
+            want.append((ref, [np.mean(1 - a ** 2 < 0.05) for a in act]))
         W = [W[i] + upd[i] for i in range(3)]
         b = [b[i] + upd[3 + i] for i in range(3)]
     steps, values, _, _ = inst.stats.take()
-    assert steps.tolist() == [0, 1, 2]  # two rows read when the buffer filled, the third at the end
+    assert steps.tolist() == recorded  # two rows read when the buffer filled, the third at the end
     layout = inst.stats.layout
     for row, (ref, sat) in zip(values, want):
         got = {key: float(v) for key, v in zip(layout, row)}
