@@ -414,3 +414,18 @@ def test_the_facade_does_not_shadow_keras():
     from initsuite.measure import instrument
 
     assert instrument.keras is keras
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "elu"])
+def test_a_suite_built_model_keeps_its_saturation_rule_when_watched(make_cfg, activation):
+    """The suite's models hold the registry's own activation functions (not Keras' by name): the
+    watch still knows them, so a watched fit gets the same saturation rule (and saturated_frac)."""
+    from initsuite.setup import models
+
+    cfg = make_cfg("dataset=synthetic", "model.depth=2", "model.width=7", f"activation={activation}")
+    built = models.build(cfg, (3, 2, 1), 4)
+    seen = custom.describe(built.model, sample=np.zeros((2, 3, 2, 1), np.float32))
+    assert seen.saturation_threshold == pytest.approx(built.saturation_threshold)
+    assert seen.saturated_intervals == built.saturated_intervals and built.saturated_intervals
+    s = tf.constant(np.linspace(-8, 8, 101, dtype=np.float32))
+    assert np.allclose(seen.activation_fn(s), built.activation_fn(s))

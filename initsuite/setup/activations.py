@@ -40,8 +40,14 @@ class ActivationSpec:
         return (self.numpy(x + h, alpha) - self.numpy(x - h, alpha)) / (2 * h)
 
     def tensor_fn(self, alpha: Optional[float] = None) -> Callable:
-        """The elementwise function used inside models (keras.layers.Activation accepts it)."""
-        return self.keras_fn(self._alpha(alpha))
+        """The elementwise function used inside models (keras.layers.Activation accepts it). It
+        carries its registry name and alpha (``_initsuite_activation``), so a model built by the
+        suite and then handed to ``initsuite.keras.watch`` is still known to hold it."""
+        a = self._alpha(alpha)
+        fn = self.keras_fn(a)
+        fn.__name__ = self.name
+        fn._initsuite_activation = (self.name, a)
+        return fn
 
     def _alpha(self, alpha):
         return self.default_alpha if alpha is None else alpha

@@ -440,6 +440,9 @@ def _activation_name(layer, passed: Optional[Callable], cfg_name: str) -> Option
         fn = getattr(layer, "activation", None)
         if passed is not None and fn is passed:
             return cfg_name
+        tag = getattr(fn, "_initsuite_activation", None)  # one of the registry's own functions
+        if tag is not None:
+            return tag[0]
         return _KERAS_TO_REGISTRY.get(getattr(fn, "__name__", ""))
     if "ReLU" in names and not getattr(layer, "max_value", None) and not getattr(layer, "negative_slope", 0) \
             and not getattr(layer, "threshold", 0):
@@ -594,7 +597,7 @@ def measure_points(calls: Dict[int, _Call], paths: List[Tuple[str, Any]], passed
             by_input.setdefault(c.inputs[0], []).append(layer)
     kernel_layers = sorted(((calls[id(layer)].order, path, layer) for path, layer in paths
                             if kernel_rule(layer) is not None and id(layer) in calls), key=lambda t: t[0])
-    points, act_names = [], set()
+    points, act_names, tags = [], set(), set()
     for k, (_, path, layer) in enumerate(kernel_layers):
         followers = by_input.get(calls[id(layer)].output, [])
         if k == len(kernel_layers) - 1:  # the last kernel layer is the output: its result is the logits
@@ -603,12 +606,15 @@ def measure_points(calls: Dict[int, _Call], paths: List[Tuple[str, Any]], passed
             act = followers[0]
             points.append(ProbePoint(path, layer, layer, act))
             act_names.add(_activation_name(act, passed, activation))
+            tags.add(getattr(getattr(act, "activation", None), "_initsuite_activation", None))
         else:
             points.append(ProbePoint(path, layer, None, layer))
     fn_sat, threshold, intervals = None, None, None
     if len(act_names) == 1 and None not in act_names:  # one known activation between the layers
         spec = activations.get(act_names.pop())
         a = alpha if passed is not None and spec.name == activation else None
+        if a is None and len(tags) == 1 and None not in tags:  # the registry's function, with its alpha
+            a = next(iter(tags))[1]
         fn_sat, threshold = spec.tensor_fn(a), spec.saturation_threshold(a)
         intervals = spec.saturated_intervals(a)
     return points, (fn_sat, threshold, intervals)
