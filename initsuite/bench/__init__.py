@@ -390,6 +390,16 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> Dict[str, float]:
 # --------------------------------------------------------------------------- runners
 
 
+def probe_median(inst, x, y, with_hist: bool, repeats: int = 3) -> float:
+    """Median wall time of ``inst.probe(x, y, with_hist)`` (it returns numbers: it waits for the device)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        inst.probe(x, y, with_hist)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 class StepClock:
     """A :class:`~initsuite.run.train.Trainer` step callback: notes (wall time, process CPU time) at
     the given steps, once the device has finished the steps before (it waits for the previous loss)."""
@@ -455,12 +465,7 @@ class InitsuiteRunner:
         t = self.trainer
         n = min(int(self.cfg.probes.batch_size), len(t.data.x_test))
         x, y = tf.constant(t.data.x_test[:n]), tf.constant(t.data.y_test[:n].astype(np.int64))
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            t.inst.probe(x, y, with_hist)  # returns numbers: it waits for the device
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        return probe_median(t.inst, x, y, with_hist, repeats)
 
     def window(self) -> Tuple[float, float]:
         """(wall seconds, process CPU seconds) of the steps WARMUP .. total-1."""
@@ -471,10 +476,21 @@ class InitsuiteRunner:
 
 
 class KerasRunner:
-    """``model.fit`` on the same model, optimizer, loss, batch size and data stream."""
+    """``model.fit`` on the same model, optimizer, loss, batch size and data stream.
 
-    def __init__(self, cfg, workdir: Path, name: str, tensorboard: bool = False):
+    ``tensorboard``: with ``TensorBoard(histogram_freq=1)`` (the measured peer). ``watched``: the
+    ``keras_watch`` variant, with :func:`initsuite.keras.watch` attached at the variant config's
+    cadence (``probes.train_every``, ``probes.hist_steps``); like ``initsuite_default`` its windows
+    hold no fixed-probe step: the probe's time is measured apart (:meth:`probe_seconds`) and
+    amortized over an epoch by the harness, the same way for both. The fits of one runner continue
+    one watched run (steps go on counting), as a long ``model.fit`` would; the clock stops at the
+    end of each fit before the watch probes the last step and writes its tables (once-per-fit
+    costs, not per-step ones)."""
+
+    def __init__(self, cfg, workdir: Path, name: str, tensorboard: bool = False, watched: bool = False):
         import keras
+        import numpy as np
+        import tensorflow as tf
 
         from initsuite.setup import data as data_mod
         from initsuite.measure.instrument import precision_scope
@@ -486,19 +502,42 @@ class KerasRunner:
         data = data_mod.load(cfg.dataset, seed=int(cfg.seed))
         with precision_scope(cfg):
             self.model = build_model(cfg, data.input_shape, data.num_classes).model
+        self.watch = None
+        if watched:
+            from initsuite.run.watch import watch
+
+            n = min(int(cfg.probes.batch_size), len(data.x_test))
+            self.probe = (tf.constant(data.x_test[:n]), tf.constant(data.y_test[:n].astype(np.int64)))
+            p = cfg.probes
+            # every: no probe inside a window (the steps of one runner's fits go on counting, so any
+            # finite period would land in some windows)
+            self.model = watch(self.model, probe=self.probe, out=Path(workdir) / "runs" / name, every=10 ** 12,
+                               train_every=int(p.train_every), train_buffer=int(p.train_buffer),
+                               train_quantiles=bool(p.train_quantiles), hist_steps=list(p.hist_steps),
+                               hist_bins=int(p.hist_bins), percentiles=list(p.percentiles),
+                               check_every=int(cfg.train.nonfinite_check_every), seed=int(cfg.seed), verbose=False)
+            self.watch = self.model._initsuite_watch
         self.model.compile(optimizer=make_optimizer(cfg.optimizer),
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                            jit_compile=bool(cfg.train.jit_compile))
         self.ds = train_dataset(data, int(cfg.train.batch_size), int(cfg.seed))
         self.total = int(cfg.train.max_steps)
         self.clock = keras_clock()
-        self.callbacks = [self.clock]
+        self.callbacks = [self.clock]  # a watch is added after it by its fit wrapper
         if tensorboard:
             self.callbacks.append(keras.callbacks.TensorBoard(log_dir=str(workdir / name), histogram_freq=1))
 
     def warm_up(self) -> None:
+        """Trace the train function (and a watch's probe, with and without histograms)."""
         self.clock.start = -1
         self.model.fit(self.ds, epochs=1, steps_per_epoch=3, verbose=0, callbacks=self.callbacks)
+        if self.watch is not None:
+            self.watch.inst.probe(*self.probe, False)
+            self.watch.inst.probe(*self.probe, True)
+
+    def probe_seconds(self, with_hist: bool, repeats: int = 3) -> float:
+        """Median wall time of one fixed-probe measurement of the watch (traced by :meth:`warm_up`)."""
+        return probe_median(self.watch.inst, *self.probe, with_hist, repeats)
 
     def window(self) -> Tuple[float, float]:
         self.clock.start = WARMUP
@@ -542,12 +581,9 @@ def make_runner(case: Case, variant: str, workdir: Path, jit: bool = False):
 
     cfg = compose(variant_overrides(case, variant, jit) + [f"paths.results={workdir}"])
     name = f"{case.name}-{variant}"
-    if variant == "keras_watch":
-        from initsuite.bench.watch import WatchRunner
-
-        return WatchRunner(cfg, workdir, name, clock=keras_clock(), warmup=WARMUP)
     if variant in KERAS_VARIANTS:
-        return KerasRunner(cfg, workdir, name, tensorboard=variant == "keras_tensorboard")
+        return KerasRunner(cfg, workdir, name, tensorboard=variant == "keras_tensorboard",
+                           watched=variant == "keras_watch")
     return InitsuiteRunner(cfg, workdir, name)
 
 
@@ -868,13 +904,6 @@ def run_bench(cases: Sequence[Case], reps: int = 3, out_dir: Path = Path("result
         skipped["keras_tensorboard"] = "the tensorboard package is not installed (pip install tensorboard)"
         variants = [v for v in variants if v != "keras_tensorboard"]
         log(f"[bench] keras_tensorboard skipped: {skipped['keras_tensorboard']}")
-    if "keras_watch" in variants:
-        try:
-            import initsuite.bench.watch  # noqa: F401
-        except ImportError as exc:
-            skipped["keras_watch"] = f"initsuite.bench.watch does not import: {exc}"
-            variants = [v for v in variants if v != "keras_watch"]
-            log(f"[bench] keras_watch skipped: {skipped['keras_watch']}")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="tmp-", dir=out_dir))  # run folders, TensorBoard logs; removed at the end
