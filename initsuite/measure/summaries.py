@@ -41,52 +41,6 @@ class Finite:
         self.hi = tf.reduce_max(tf.where(self.mask, flat, -inf))
 
 
-def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS) -> tf.Tensor:
-    """Percentiles ``qs`` (0-100) of the ``n`` finite entries of ``v`` (min ``lo``, max
-    ``hi``; any other entry is +inf) by NumPy's default rule: linear interpolation
-    between the sorted values at ranks floor(p) and floor(p)+1, p = q/100 (n-1). Bit for
-    bit what sorting gives, without sorting everything; NaN where n = 0.
-
-    Selection: each value goes to one of ``bins`` equal bins over [lo, hi] by a monotone
-    formula, so bin order is value order; the cumulative counts name the bins that hold the wanted ranks and only
-    the values in those bins are sorted: O(n) plus a sort of about n/bins values per
-    percentile (of every value only if they all crowd into one bin).
-    """
-    qs = [float(q) for q in qs]
-    k = len(qs)
-    n1 = tf.maximum(n, 1)
-    nf = tf.cast(n1, tf.float32)
-    pos = [(q / 100.0) * (nf - 1.0) for q in qs]
-    r_lo = [tf.cast(tf.floor(p), tf.int32) for p in pos]
-    ranks = tf.stack(r_lo + [tf.minimum(r + 1, n1 - 1) for r in r_lo])
-    frac = tf.stack([p - tf.floor(p) for p in pos])
-    lo = tf.where(n > 0, lo, 0.0)
-    spread = tf.logical_and(n > 0, hi > lo)
-    # bin = v a - b with a = bins / (hi - lo), b = lo a: the scalars in float64, where hi - lo
-    # cannot overflow; per value one multiply and one subtract, both monotone, so bin order
-    # is value order however the rounding falls (+inf lands in the last bin).
-    lo64, hi64 = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
-    a64 = float(bins) / tf.where(spread, hi64 - lo64, 1.0)
-    a, b = tf.cast(a64, tf.float32), tf.cast(lo64 * a64, tf.float32)
-    idx = tf.cast(tf.clip_by_value(v * a - b, 0.0, bins - 1.0), tf.int32)
-    counts = tf.math.bincount(idx, minlength=bins, maxlength=bins, dtype=tf.int32)
-    cum = tf.cumsum(counts)
-    want = tf.minimum(tf.searchsorted(cum, ranks, side="right"), bins - 1)  # the bin holding each rank
-    keep_bin = tf.logical_and(tf.scatter_nd(want[:, None], tf.ones_like(want), [bins]) > 0, spread)
-    part = tf.concat([tf.sort(tf.boolean_mask(v, tf.gather(keep_bin, idx))), [lo]], 0)  # never empty
-    kept_before = tf.cumsum(tf.where(keep_bin, counts, 0), exclusive=True)
-    at = ranks - tf.gather(cum - counts, want) + tf.gather(kept_before, want)
-    got = tf.gather(part, tf.clip_by_value(at, 0, tf.size(part) - 1))
-    a, b = got[:k], got[k:]
-    out = tf.where(spread, a + (b - a) * frac, lo)  # all values equal: no bins needed
-    return tf.where(n > 0, out, float("nan"))
-
-
-def stat_names(percentiles: Sequence[float]) -> List[str]:
-    """The order :func:`summarize` stacks its values in (``saturated_frac`` is separate)."""
-    return list(BASE_STATS) + [percentile_name(q) for q in percentiles] + ["zero_frac", "nonfinite_count"]
-
-
 def fold(flat, body, init, chunk: int = None):
     """``body(part, *acc) -> acc`` over consecutive slices of ``chunk`` values of the flat
     tensor ``flat``: a ``tf.while_loop``, so a pass over a wide tensor keeps temporaries of
@@ -103,31 +57,31 @@ def fold(flat, body, init, chunk: int = None):
     return out[1:]
 
 
-def _finite_summary(flat, total, percentiles: Sequence[float], bins: int = SELECT_BINS):
-    """:func:`summarize` of a tensor whose every entry is finite, in three chunked passes
-    (:func:`fold`): (1) the sum ``total`` already taken, min, max and the counts of zeros and
-    of negative values; (2) the sum of squared deviations (var = E[(x - mean)^2], two-pass:
-    sound in float32 for any mean) and the bin counts of the non-zero values; (3) the values
-    in the bins that hold a wanted rank. Zeros (half of a ReLU layer) are one block of known
-    ranks, negatives < zeros < positives, so they are never binned or sorted."""
-    qs = [float(q) for q in percentiles]
+def select_quantiles(v, n, lo, hi, qs: Sequence[float], zeros, negative, bins: int = SELECT_BINS, mean=None):
+    """Percentiles ``qs`` (0-100) of the ``n`` finite entries of ``v`` (min ``lo``, max ``hi``;
+    ``zeros`` of them equal 0, ``negative`` below it; any other entry is +inf) by NumPy's default
+    rule: linear interpolation between the sorted values at ranks floor(p) and floor(p)+1,
+    p = q/100 (n-1). Bit for bit what sorting gives, without sorting everything; NaN where n = 0.
+    Returns (percentiles, sum of (v - mean)^2 when ``mean`` is given, else None): the binning
+    pass takes the variance's second pass along, so a finite tensor's variance costs no pass
+    of its own.
+
+    Selection, in chunked passes (:func:`fold`): each non-zero value goes to one of ``bins``
+    equal bins over [lo, hi] by a monotone formula, so bin order is value order; the
+    cumulative counts name the bins that hold the wanted ranks and a second pass collects only
+    the values in those bins, which are sorted: O(n) plus a sort of about n/bins values per
+    percentile. Zeros (half of a ReLU layer) are one block of known ranks, negatives < zeros <
+    positives, so they are never binned or sorted.
+    """
+    qs = [float(q) for q in qs]
     k = len(qs)
-    n = tf.size(flat)
     n1 = tf.maximum(n, 1)
     nf = tf.cast(n1, tf.float32)
-    inf = float("inf")
-
-    def first(c, lo, hi, zeros, neg):
-        return (tf.minimum(lo, tf.reduce_min(c)), tf.maximum(hi, tf.reduce_max(c)),
-                zeros + tf.math.count_nonzero(tf.equal(c, 0.0), dtype=tf.int32),
-                neg + tf.math.count_nonzero(c < 0.0, dtype=tf.int32))
-
-    lo, hi, zeros, neg = fold(flat, first, (inf, -inf, 0, 0))
-    mean = total / nf
-    spread = hi > lo
+    lo = tf.where(n > 0, lo, 0.0)
+    spread = tf.logical_and(n > 0, hi > lo)
     # bin = v a - b with a = bins / (hi - lo), b = lo a: the scalars in float64, where hi - lo
     # cannot overflow; per value one multiply and one subtract, both monotone, so bin order is
-    # value order however the rounding falls. Zeros go to the extra bin ``bins``.
+    # value order however the rounding falls (+inf lands in the last bin). Zeros go to bin ``bins``.
     lo64, hi64 = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
     a64 = float(bins) / tf.where(spread, hi64 - lo64, 1.0)
     a, b = tf.cast(a64, tf.float32), tf.cast(lo64 * a64, tf.float32)
@@ -135,41 +89,49 @@ def _finite_summary(flat, total, percentiles: Sequence[float], bins: int = SELEC
     def bin_of(c):
         return tf.where(tf.equal(c, 0.0), bins, tf.cast(tf.clip_by_value(c * a - b, 0.0, bins - 1.0), tf.int32))
 
-    def second(c, ss, counts):
-        return (ss + tf.reduce_sum(tf.math.squared_difference(c, mean)),
-                counts + tf.math.bincount(bin_of(c), minlength=bins + 1, maxlength=bins + 1, dtype=tf.int32))
+    def deviations(c):
+        return tf.reduce_sum(tf.math.squared_difference(c, mean)) if mean is not None else 0.0
 
-    ss, counts = fold(flat, second, (0.0, tf.zeros([bins + 1], tf.int32)))
-    var = ss / nf
-    out = [mean, var, tf.sqrt(var)]
-    if k:
-        pos = [(q / 100.0) * (nf - 1.0) for q in qs]
-        r_lo = [tf.cast(tf.floor(p), tf.int32) for p in pos]
-        ranks = tf.stack(r_lo + [tf.minimum(r + 1, n1 - 1) for r in r_lo])
-        frac = tf.stack([p - tf.floor(p) for p in pos])
-        nonzero = n - zeros
-        in_zeros = tf.logical_and(ranks >= neg, ranks < neg + zeros)
-        rank = tf.clip_by_value(tf.where(ranks >= neg + zeros, ranks - zeros, ranks), 0, tf.maximum(nonzero - 1, 0))
-        cnt = counts[:bins]
-        cum = tf.cumsum(cnt)
-        want = tf.minimum(tf.searchsorted(cum, rank, side="right"), bins - 1)  # the bin holding each rank
-        needed = tf.logical_and(tf.logical_not(in_zeros), tf.logical_and(spread, nonzero > 0))
-        keep_bin = tf.scatter_nd(want[:, None], tf.cast(needed, tf.int32), [bins]) > 0
-        keep = tf.concat([keep_bin, [False]], 0)
+    if not k:
+        ss, = fold(v, lambda c, acc: (acc + deviations(c),), (0.0,))
+        return tf.zeros([0]), (ss if mean is not None else None)
 
-        def third(c, kept):
-            return (kept.write(kept.size(), tf.boolean_mask(c, tf.gather(keep, bin_of(c)))),)
+    def count(c, ss, counts):
+        return ss + deviations(c), counts + tf.math.bincount(bin_of(c), minlength=bins + 1, maxlength=bins + 1,
+                                                            dtype=tf.int32)
 
-        kept, = fold(flat, third, (tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
-                                           element_shape=tf.TensorShape([None])),))
-        part = tf.concat([tf.sort(kept.concat()), [lo]], 0)  # never empty
-        kept_before = tf.cumsum(tf.where(keep_bin, cnt, 0), exclusive=True)
-        at = rank - tf.gather(cum - cnt, want) + tf.gather(kept_before, want)
-        got = tf.where(in_zeros, 0.0, tf.gather(part, tf.clip_by_value(at, 0, tf.size(part) - 1)))
-        g0, g1 = got[:k], got[k:]
-        out.append(tf.where(spread, g0 + (g1 - g0) * frac, lo))  # all values equal: no bins needed
-    out = tf.concat([tf.stack(out[:3])] + out[3:] + [[tf.cast(zeros, tf.float32) / nf]], 0)
-    return tf.concat([tf.where(n > 0, out, float("nan")), [0.0]], 0)
+    ss, counts = fold(v, count, (0.0, tf.zeros([bins + 1], tf.int32)))
+    pos = [(q / 100.0) * (nf - 1.0) for q in qs]
+    r_lo = [tf.cast(tf.floor(p), tf.int32) for p in pos]
+    ranks = tf.stack(r_lo + [tf.minimum(r + 1, n1 - 1) for r in r_lo])
+    frac = tf.stack([p - tf.floor(p) for p in pos])
+    nonzero = n - zeros
+    in_zeros = tf.logical_and(ranks >= negative, ranks < negative + zeros)
+    rank = tf.clip_by_value(tf.where(ranks >= negative + zeros, ranks - zeros, ranks), 0, tf.maximum(nonzero - 1, 0))
+    cnt = counts[:bins]
+    cum = tf.cumsum(cnt)
+    want = tf.minimum(tf.searchsorted(cum, rank, side="right"), bins - 1)  # the bin holding each rank
+    needed = tf.logical_and(tf.logical_not(in_zeros), tf.logical_and(spread, nonzero > 0))
+    keep_bin = tf.scatter_nd(want[:, None], tf.cast(needed, tf.int32), [bins]) > 0
+    keep = tf.concat([keep_bin, [False]], 0)
+
+    def collect(c, kept):
+        return (kept.write(kept.size(), tf.boolean_mask(c, tf.gather(keep, bin_of(c)))),)
+
+    kept, = fold(v, collect, (tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
+                                             element_shape=tf.TensorShape([None])),))
+    part = tf.concat([tf.sort(kept.concat()), [lo]], 0)  # never empty
+    kept_before = tf.cumsum(tf.where(keep_bin, cnt, 0), exclusive=True)
+    at = rank - tf.gather(cum - cnt, want) + tf.gather(kept_before, want)
+    got = tf.where(in_zeros, 0.0, tf.gather(part, tf.clip_by_value(at, 0, tf.size(part) - 1)))
+    g0, g1 = got[:k], got[k:]
+    out = tf.where(spread, g0 + (g1 - g0) * frac, lo)  # all values equal: no bins needed
+    return tf.where(n > 0, out, float("nan")), (ss if mean is not None else None)
+
+
+def stat_names(percentiles: Sequence[float]) -> List[str]:
+    """The order :func:`summarize` stacks its values in (``saturated_frac`` is separate)."""
+    return list(BASE_STATS) + [percentile_name(q) for q in percentiles] + ["zero_frac", "nonfinite_count"]
 
 
 def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
@@ -177,25 +139,43 @@ def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
     :func:`stat_names` order: mean, var (ddof 0), std, percentiles and zero_frac of the
     finite entries (NaN if none), and the count of the others.
 
-    Cheaper than sorting: when the sum is finite (no NaN/Inf anywhere, the usual case) the
-    chunked passes of :func:`_finite_summary`, without a mask; otherwise the finite entries
-    through :func:`select_quantiles`.
+    Cheaper than sorting: percentiles by :func:`select_quantiles`, and when the sum is finite
+    (no NaN/Inf anywhere, the usual case) no mask is built at all: one chunked pass gives the
+    sum, min, max and the counts of zeros and of negative values, a second the variance
+    (two-pass, E[(x - mean)^2]: sound in float32 for any mean) with the selection's bins.
     """
     flat = tf.cast(tf.reshape(tf.convert_to_tensor(x), [-1]), tf.float32)  # statistics always in float32
-    total, = fold(flat, lambda c, s: (s + tf.reduce_sum(c),), (0.0,))
+    inf = float("inf")
+
+    def first(c, total, lo, hi, zeros, negative):
+        return (total + tf.reduce_sum(c), tf.minimum(lo, tf.reduce_min(c)), tf.maximum(hi, tf.reduce_max(c)),
+                zeros + tf.math.count_nonzero(tf.equal(c, 0.0), dtype=tf.int32),
+                negative + tf.math.count_nonzero(c < 0.0, dtype=tf.int32))
+
+    total, lo, hi, zeros, negative = fold(flat, first, (0.0, inf, -inf, 0, 0))
+
+    def all_finite():
+        n = tf.size(flat)
+        nf = tf.cast(tf.maximum(n, 1), tf.float32)
+        mean = total / nf
+        qs, ss = select_quantiles(flat, n, lo, hi, percentiles, zeros, negative, mean=mean)
+        var = ss / nf
+        out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, [tf.cast(zeros, tf.float32) / nf]], 0)
+        return tf.concat([tf.where(n > 0, out, float("nan")), [0.0]], 0)
 
     def some_nonfinite():
         f = Finite(flat)
         nf = tf.cast(tf.maximum(f.n, 1), tf.float32)
         mean = tf.reduce_sum(tf.where(f.mask, flat, 0.0)) / nf
         var = tf.reduce_sum(tf.where(f.mask, tf.math.squared_difference(flat, mean), 0.0)) / nf
-        zero = tf.reduce_sum(tf.cast(tf.equal(flat, 0.0), tf.float32)) / nf
-        qs = select_quantiles(f.up, f.n, f.lo, f.hi, percentiles) if len(percentiles) else tf.zeros([0])
-        out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, tf.stack([zero])], 0)
+        zeros_f = tf.math.count_nonzero(tf.equal(flat, 0.0), dtype=tf.int32)
+        qs, _ = select_quantiles(f.up, f.n, f.lo, f.hi, percentiles, zeros_f,
+                                 tf.math.count_nonzero(f.up < 0.0, dtype=tf.int32))  # -inf is not among f.up's
+        out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, [tf.cast(zeros_f, tf.float32) / nf]], 0)
         out = tf.where(f.n > 0, out, float("nan"))
         return tf.concat([out, [tf.cast(f.size - f.n, tf.float32)]], 0)
 
-    return tf.cond(tf.math.is_finite(total), lambda: _finite_summary(flat, total, percentiles), some_nonfinite)
+    return tf.cond(tf.math.is_finite(total), all_finite, some_nonfinite)
 
 
 def finite_histogram(f: Finite, lo, hi, bins: int):
