@@ -411,7 +411,7 @@ class Instrument:
         finite_at = names_t.index("nonfinite_count")
         stat_keys: List[Tuple[str, str, str]] = []
         stat_values: List[tf.Tensor] = []
-        flats: Dict[str, Dict[str, Any]] = {t: {} for t in HIST_TENSORS}
+        hist_layers: Dict[str, List[str]] = {t: [] for t in HIST_TENSORS}  # the layers with a histogram, by tensor
         tails_of: Dict[Tuple[str, str], tf.Tensor] = {}
         finite_of: Dict[Tuple[str, str], tf.Tensor] = {}
         fn, thr = self.built.activation_fn, self.built.saturation_threshold
@@ -419,7 +419,7 @@ class Instrument:
         def measure(layer, tensor, t, sat=None):  # sat: the pre-activation s of z = f(s)
             flat = flat32(t)
             stat_keys.extend((layer, tensor, name) for name in names)
-            if with_hist and tensor in flats:
+            if with_hist and tensor in hist_layers:
                 got = with_tails(flat)
                 stat_values.append(tf.gather(got, pick))
                 ends = tf.gather(got, pick_tails)
@@ -432,8 +432,8 @@ class Instrument:
                 count, = fold(flat32(sat), lambda c, acc: (acc + tf.math.count_nonzero(
                     tf.abs(slope(fn, c)) < thr, dtype=tf.int32),), (0,))
                 stat_values.append((tf.cast(count, tf.float32) / tf.cast(tf.maximum(tf.size(sat), 1), tf.float32))[None])
-            if tensor in flats:
-                flats[tensor][layer] = flat
+            if tensor in hist_layers:
+                hist_layers[tensor].append(layer)
 
         for p, k in zip(self.points, kernels):
             s = rec.get((p.name, "pre"))
@@ -451,15 +451,14 @@ class Instrument:
                 measure(p.name, "weight", k)
                 if kgrad[p.name] is not None:
                     measure(p.name, "weight_grad", kgrad[p.name])
-        hist_keys, ranges, counts = [], [], []  # counts: first whether each tensor is finite
+        hist_keys, ranges, finite = [], [], []
         if with_hist:
             # One common axis for the hidden layers (the paper draws them on one), and its own for
             # the output layer, whose gradients are 10-30x wider and would squeeze the rest into a
             # few bins.
             hidden = {p.name: p.act_layer is not None for p in self.points}
-            for tensor, by_layer in flats.items():
-                groups = ({n: f for n, f in by_layer.items() if hidden.get(n, True)},
-                          {n: f for n, f in by_layer.items() if not hidden.get(n, True)})
+            for tensor, layers in hist_layers.items():
+                groups = ([n for n in layers if hidden.get(n, True)], [n for n in layers if not hidden.get(n, True)])
                 for group in groups:
                     if not group:
                         continue
@@ -468,14 +467,14 @@ class Instrument:
                     # A non-empty range even when every value is equal (saturated tanh: all 1.0), with a
                     # width float32 can represent next to lo (1 + 1e-12 == 1 would make the op fail).
                     hi = tf.maximum(tf.reduce_max(ends[:, 1]), lo + tf.maximum(tf.abs(lo) * 1e-6, 1e-12))
-                    for name, flat in group.items():
+                    for name in group:
                         hist_keys.append((name, tensor))
                         ranges.append(tf.stack([lo, hi]))
-                        counts.append(finite_of[(name, tensor)])
+                        finite.append(finite_of[(name, tensor)])
         self._probe_layout[with_hist] = (stat_keys, hist_keys)
         return (tf.concat(stat_values, 0) if stat_values else tf.zeros([0]),
                 tf.stack(ranges) if ranges else tf.zeros([0, 2]),
-                tf.stack(counts) if counts else tf.zeros([0], tf.bool))
+                tf.stack(finite) if finite else tf.zeros([0], tf.bool))
 
     def probe(self, x, y, with_hist: bool):
         """Statistics {(layer, tensor): {stat: float}} and histograms

@@ -45,8 +45,7 @@ class ActivationSpec:
         suite and then handed to ``initsuite.keras.watch`` is still known to hold it."""
         a = self._alpha(alpha)
         fn = self.keras_fn(a)
-        fn.__name__ = self.name
-        fn._initsuite_activation = (self.name, a)
+        fn._initsuite_activation = (self.name, a)  # not __name__: Keras would serialize it as its own
         return fn
 
     def _alpha(self, alpha):
