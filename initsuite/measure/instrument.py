@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from initsuite.measure.probes import CheckItem, Taps, main_kernel, slope
-from initsuite.measure.step_stats import StepStats, called, plain_sgd, watch_updates
+from initsuite.measure.step_stats import StepStats, called, plain_sgd, saturated_mask, watch_updates
 from initsuite.measure.summaries import (  # noqa: F401  (re-exported: the probe's statistics)
     HIST_TAIL, SELECT_BINS, Finite, flat32, fold, histogram_function, finite_histogram, select_quantiles, stat_names,
     stats_function, summarize)
@@ -415,6 +415,7 @@ class Instrument:
         tails_of: Dict[Tuple[str, str], tf.Tensor] = {}
         finite_of: Dict[Tuple[str, str], tf.Tensor] = {}
         fn, thr = self.built.activation_fn, self.built.saturation_threshold
+        intervals = self.built.saturated_intervals
 
         def measure(layer, tensor, t, sat=None):  # sat: the pre-activation s of z = f(s)
             flat = flat32(t)
@@ -429,8 +430,14 @@ class Instrument:
                 stat_values.append(stats_of(flat))
             if sat is not None:  # the fraction of units with |f'(s)| < threshold, s in slices
                 stat_keys.append((layer, tensor, "saturated_frac"))
+                if intervals:  # the rule as intervals of s, as in the training step: comparisons, not f'
+                    def saturated(c):
+                        return saturated_mask(c, intervals)
+                else:
+                    def saturated(c):
+                        return tf.abs(slope(fn, c)) < thr
                 count, = fold(flat32(sat), lambda c, acc: (acc + tf.math.count_nonzero(
-                    tf.abs(slope(fn, c)) < thr, dtype=tf.int32),), (0,))
+                    saturated(c), dtype=tf.int32),), (0,))
                 stat_values.append((tf.cast(count, tf.float32) / tf.cast(tf.maximum(tf.size(sat), 1), tf.float32))[None])
             if tensor in hist_layers:
                 hist_layers[tensor].append(layer)

@@ -234,10 +234,9 @@ def watch_updates(optimizer, variables):
                 setattr(optimizer, name, originals[name])
 
 
-def saturated_fraction(s, intervals) -> tf.Tensor:
-    """Fraction of entries of ``s`` inside any (lo, hi) of ``intervals`` (the open sets where
-    |f'(s)| is below the saturation threshold)."""
-    s = tf.cast(s, tf.float32)
+def saturated_mask(s, intervals):
+    """Whether each entry of ``s`` lies inside any (lo, hi) of ``intervals`` (the open sets where
+    |f'(s)| is below the saturation threshold); None when there are no intervals."""
     mask = None
     for lo, hi in intervals:
         m = None
@@ -248,6 +247,12 @@ def saturated_fraction(s, intervals) -> tf.Tensor:
         if m is None:
             m = tf.ones_like(s, tf.bool)
         mask = m if mask is None else tf.logical_or(mask, m)
+    return mask
+
+
+def saturated_fraction(s, intervals) -> tf.Tensor:
+    """Fraction of entries of ``s`` in :func:`saturated_mask`."""
+    mask = saturated_mask(tf.cast(s, tf.float32), intervals)
     if mask is None:
         return tf.constant(0.0)
     return tf.reduce_mean(tf.cast(mask, tf.float32))

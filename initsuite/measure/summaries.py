@@ -57,14 +57,13 @@ def fold(flat, body, init, chunk: int = None):
     return out[1:]
 
 
-def select_quantiles(v, n, lo, hi, qs: Sequence[float], zeros, negative, bins: int = SELECT_BINS, mean=None):
+def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS, mean=None):
     """Percentiles ``qs`` (0-100) of the ``n`` finite entries of ``v`` (min ``lo``, max ``hi``;
-    ``zeros`` of them equal 0, ``negative`` below it; any other entry is +inf) by NumPy's default
-    rule: linear interpolation between the sorted values at ranks floor(p) and floor(p)+1,
-    p = q/100 (n-1). Bit for bit what sorting gives, without sorting everything; NaN where n = 0.
-    Returns (percentiles, sum of (v - mean)^2 when ``mean`` is given, else None): the binning
-    pass takes the variance's second pass along, so a finite tensor's variance costs no pass
-    of its own.
+    any other entry is +inf) by NumPy's default rule: linear interpolation between the sorted
+    values at ranks floor(p) and floor(p)+1, p = q/100 (n-1). Bit for bit what sorting gives,
+    without sorting everything; NaN where n = 0. Returns (percentiles, sum of (v - mean)^2 when
+    ``mean`` is given, else None, the count of zeros): the binning pass takes the variance's
+    second pass and the zero and negative counts along, so they cost no pass of their own.
 
     Selection, in chunked passes (:func:`fold`): each non-zero value goes to one of ``bins``
     equal bins over [lo, hi] by a monotone formula, so bin order is value order; the
@@ -93,14 +92,17 @@ def select_quantiles(v, n, lo, hi, qs: Sequence[float], zeros, negative, bins: i
         return tf.reduce_sum(tf.math.squared_difference(c, mean)) if mean is not None else 0.0
 
     if not k:
-        ss, = fold(v, lambda c, acc: (acc + deviations(c),), (0.0,))
-        return tf.zeros([0]), (ss if mean is not None else None)
+        ss, zeros = fold(v, lambda c, acc, z: (acc + deviations(c), z + tf.math.count_nonzero(
+            tf.equal(c, 0.0), dtype=tf.int32)), (0.0, 0))
+        return tf.zeros([0]), (ss if mean is not None else None), zeros
 
-    def count(c, ss, counts):
-        return ss + deviations(c), counts + tf.math.bincount(bin_of(c), minlength=bins + 1, maxlength=bins + 1,
-                                                            dtype=tf.int32)
+    def count(c, ss, counts, negative):  # zeros are the counts' last bin; +inf is not negative
+        return (ss + deviations(c),
+                counts + tf.math.bincount(bin_of(c), minlength=bins + 1, maxlength=bins + 1, dtype=tf.int32),
+                negative + tf.math.count_nonzero(c < 0.0, dtype=tf.int32))
 
-    ss, counts = fold(v, count, (0.0, tf.zeros([bins + 1], tf.int32)))
+    ss, counts, negative = fold(v, count, (0.0, tf.zeros([bins + 1], tf.int32), 0))
+    zeros = counts[bins]
     pos = [(q / 100.0) * (nf - 1.0) for q in qs]
     r_lo = [tf.cast(tf.floor(p), tf.int32) for p in pos]
     ranks = tf.stack(r_lo + [tf.minimum(r + 1, n1 - 1) for r in r_lo])
@@ -113,10 +115,17 @@ def select_quantiles(v, n, lo, hi, qs: Sequence[float], zeros, negative, bins: i
     want = tf.minimum(tf.searchsorted(cum, rank, side="right"), bins - 1)  # the bin holding each rank
     needed = tf.logical_and(tf.logical_not(in_zeros), tf.logical_and(spread, nonzero > 0))
     keep_bin = tf.scatter_nd(want[:, None], tf.cast(needed, tf.int32), [bins]) > 0
-    keep = tf.concat([keep_bin, [False]], 0)
+    # A value is kept when its bin is one of the 2k wanted ones: 2k comparisons of the bin number
+    # (a per-value gather from a table of kept bins cost twice as much); -1 matches no bin, and
+    # zeros, in bin ``bins``, never match.
+    target = tf.unstack(tf.where(needed, want, -1))
 
     def collect(c, kept):
-        return (kept.write(kept.size(), tf.boolean_mask(c, tf.gather(keep, bin_of(c)))),)
+        b = bin_of(c)
+        mask = tf.equal(b, target[0])
+        for t in target[1:]:
+            mask = tf.logical_or(mask, tf.equal(b, t))
+        return (kept.write(kept.size(), tf.boolean_mask(c, mask)),)
 
     kept, = fold(v, collect, (tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
                                              element_shape=tf.TensorShape([None])),))
@@ -126,7 +135,7 @@ def select_quantiles(v, n, lo, hi, qs: Sequence[float], zeros, negative, bins: i
     got = tf.where(in_zeros, 0.0, tf.gather(part, tf.clip_by_value(at, 0, tf.size(part) - 1)))
     g0, g1 = got[:k], got[k:]
     out = tf.where(spread, g0 + (g1 - g0) * frac, lo)  # all values equal: no bins needed
-    return tf.where(n > 0, out, float("nan")), (ss if mean is not None else None)
+    return tf.where(n > 0, out, float("nan")), (ss if mean is not None else None), zeros
 
 
 def stat_names(percentiles: Sequence[float]) -> List[str]:
@@ -140,25 +149,21 @@ def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
     finite entries (NaN if none), and the count of the others.
 
     Cheaper than sorting: percentiles by :func:`select_quantiles`, and when the sum is finite
-    (no NaN/Inf anywhere, the usual case) no mask is built at all: one chunked pass gives the
-    sum, min, max and the counts of zeros and of negative values, a second the variance
-    (two-pass, E[(x - mean)^2]: sound in float32 for any mean) with the selection's bins.
+    (no NaN/Inf anywhere, the usual case) no mask is built at all: the sum, min and max are
+    reductions of the whole tensor (no temporaries), then one chunked pass gives the variance
+    (two-pass, E[(x - mean)^2]: sound in float32 for any mean) with the selection's bins and
+    the zero and negative counts.
     """
     flat = tf.cast(tf.reshape(tf.convert_to_tensor(x), [-1]), tf.float32)  # statistics always in float32
-    inf = float("inf")
-
-    def first(c, total, lo, hi, zeros, negative):
-        return (total + tf.reduce_sum(c), tf.minimum(lo, tf.reduce_min(c)), tf.maximum(hi, tf.reduce_max(c)),
-                zeros + tf.math.count_nonzero(tf.equal(c, 0.0), dtype=tf.int32),
-                negative + tf.math.count_nonzero(c < 0.0, dtype=tf.int32))
-
-    total, lo, hi, zeros, negative = fold(flat, first, (0.0, inf, -inf, 0, 0))
+    # A NaN anywhere makes the sum NaN, an infinity makes it +-inf or NaN: a finite sum means a
+    # finite tensor. (On no values, min/max are +-float32 max; n = 0 makes everything NaN below.)
+    total, lo, hi = tf.reduce_sum(flat), tf.reduce_min(flat), tf.reduce_max(flat)
 
     def all_finite():
         n = tf.size(flat)
         nf = tf.cast(tf.maximum(n, 1), tf.float32)
         mean = total / nf
-        qs, ss = select_quantiles(flat, n, lo, hi, percentiles, zeros, negative, mean=mean)
+        qs, ss, zeros = select_quantiles(flat, n, lo, hi, percentiles, mean=mean)
         var = ss / nf
         out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, [tf.cast(zeros, tf.float32) / nf]], 0)
         return tf.concat([tf.where(n > 0, out, float("nan")), [0.0]], 0)
@@ -168,10 +173,8 @@ def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
         nf = tf.cast(tf.maximum(f.n, 1), tf.float32)
         mean = tf.reduce_sum(tf.where(f.mask, flat, 0.0)) / nf
         var = tf.reduce_sum(tf.where(f.mask, tf.math.squared_difference(flat, mean), 0.0)) / nf
-        zeros_f = tf.math.count_nonzero(tf.equal(flat, 0.0), dtype=tf.int32)
-        qs, _ = select_quantiles(f.up, f.n, f.lo, f.hi, percentiles, zeros_f,
-                                 tf.math.count_nonzero(f.up < 0.0, dtype=tf.int32))  # -inf is not among f.up's
-        out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, [tf.cast(zeros_f, tf.float32) / nf]], 0)
+        qs, _, zeros = select_quantiles(f.up, f.n, f.lo, f.hi, percentiles)  # f.up: -inf and NaN are +inf there
+        out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, [tf.cast(zeros, tf.float32) / nf]], 0)
         out = tf.where(f.n > 0, out, float("nan"))
         return tf.concat([out, [tf.cast(f.size - f.n, tf.float32)]], 0)
 
