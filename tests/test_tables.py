@@ -113,3 +113,24 @@ def test_the_stddev_sweep_is_never_averaged_across_stddevs(stddev_sweep):
     assert "truncated_normal (lr=0.1, stddev=0.5)" in labels and len(labels) == 4
     # and the figures of a whole sweep come one set per learning rate
     assert [w for _, w in plots.slices(runs)] == [{"lr": 0.01}, {"lr": 0.1}]
+
+
+def test_a_run_process_writes_tables_with_the_system_allocator_unless_the_user_chose_one(monkeypatch, tmp_path):
+    import pyarrow as pa
+
+    from initsuite.atomic import atomic_write_table, small_tables_allocator
+
+    original = pa.default_memory_pool()
+    try:
+        pa.set_memory_pool(pa.mimalloc_memory_pool() if hasattr(pa, "mimalloc_memory_pool") else original)
+        chosen = pa.default_memory_pool().backend_name
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", chosen)
+        small_tables_allocator()
+        assert pa.default_memory_pool().backend_name == chosen  # the user's choice stands
+        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
+        small_tables_allocator()
+        assert pa.default_memory_pool().backend_name == "system"
+        atomic_write_table(tmp_path / "t.parquet", pd.DataFrame({"a": [1, 2]}))
+        assert pd.read_parquet(tmp_path / "t.parquet")["a"].tolist() == [1, 2]
+    finally:
+        pa.set_memory_pool(original)

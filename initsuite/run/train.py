@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from initsuite.setup import activations, custom, initializers, lsuv, models
 
 from initsuite.run import checkpoint  # noqa: F401  (lsuv: data-driven inits)
-from initsuite.atomic import describe_error
+from initsuite.atomic import describe_error, small_tables_allocator
 from initsuite.config import ConfigError, check as check_values
 from initsuite.registry import UnknownNameError
 from initsuite.run import lease as leases
@@ -237,6 +237,7 @@ class Trainer:
 
         self.cfg, self.rid, self.rdir = cfg, rid, rdir
         configure_tensorflow(int(cfg.train.threads))
+        small_tables_allocator()
         keras.backend.clear_session()  # no state leaks between runs of one process
         keras.utils.set_random_seed(int(cfg.seed))
         self.tf = tf
