@@ -241,22 +241,30 @@ class Instrument:
 
             tf.cond(record, lambda: called(recorded), lambda: tf.constant(0))  # one node when not taken
 
+        if self.stats is not None and record is not True:
+            # The first step whose forward pass (or loss) is non-finite gets its row even between
+            # cadence steps: the forward tensors' moments over their finite entries and their
+            # non-finite counts. Its predicate is known once the forward pass ends, so the branch
+            # holds those tensors no longer than the backward pass does. A branch that also took
+            # dC/ds and dC/dW would hold every tensor of the step until the backward pass ends
+            # (its predicate's time), which slowed every unrecorded step; so a NaN first seen in
+            # the backward pass of an unrecorded step has its event but no row.
+            fwd_fresh = tf.logical_and(first_time, tf.logical_not(tf.reduce_all(fwd_ok)))
+            if record is not False:
+                fwd_fresh = tf.logical_and(fwd_fresh, tf.logical_not(record))
+
+            def nan_row():
+                row, hists = self.stats.row(rec, {}, {}, [None] * len(grads), None, None, {}, masked=True)
+                self.stats.write(step, row, hists)
+                return tf.constant(0)
+
+            tf.cond(fwd_fresh, lambda: called(nan_row), lambda: tf.constant(0))
+
         def found():
             self._forensics(step, tvars, fwd_items, fwd_ok, back_grads, back_ok, start_bad)
-            if self.stats is not None and record is not True:  # the first non-finite step gets its row anyway
-                inputs = {name: t for (name, kind), t in rec.items() if kind == "in"}
-                row, hists = self.stats.row(rec, inputs, back_grads, grads, None, None, {}, masked=True)
-                if record is False:
-                    self.stats.write(step, row, hists)
-                else:
-                    tf.cond(record, lambda: tf.constant(0), lambda: self._write(step, row, hists))
             return tf.constant(0)
 
         tf.cond(fresh, lambda: called(found), lambda: tf.constant(0))
-
-    def _write(self, step, row, hists):
-        self.stats.write(step, row, hists)
-        return tf.constant(0)
 
     def _recorded_update(self, step, rec, tgrad, grads, start, tvars, pairs, apply) -> None:
         """The update of a recorded step, and its row of training-batch statistics."""
