@@ -219,8 +219,9 @@ class Instrument:
         back_ok = tf.stack([_all_finite(g) for g in back_grads.values()] or [tf.constant(True)])
         first_time = self.nf_index < 0
         fresh = tf.logical_and(first_time, tf.logical_not(tf.logical_and(tf.reduce_all(fwd_ok), tf.reduce_all(back_ok))))
+        fwd_fresh = tf.logical_and(first_time, tf.logical_not(tf.reduce_all(fwd_ok)))  # known when the forward ends
         start_bad = tf.cond(  # (1) only if the forward pass or the loss is non-finite
-            tf.logical_and(first_time, tf.logical_not(tf.reduce_all(fwd_ok))),
+            fwd_fresh,
             lambda: tf.stack([tf.logical_not(_all_finite(w)) for w in start]),
             lambda: tf.zeros([len(start)], tf.bool))
 
@@ -249,16 +250,14 @@ class Instrument:
             # dC/ds and dC/dW would hold every tensor of the step until the backward pass ends
             # (its predicate's time), which slowed every unrecorded step; so a NaN first seen in
             # the backward pass of an unrecorded step has its event but no row.
-            fwd_fresh = tf.logical_and(first_time, tf.logical_not(tf.reduce_all(fwd_ok)))
-            if record is not False:
-                fwd_fresh = tf.logical_and(fwd_fresh, tf.logical_not(record))
+            unrecorded_fresh = fwd_fresh if record is False else tf.logical_and(fwd_fresh, tf.logical_not(record))
 
             def nan_row():
                 row, hists = self.stats.row(rec, {}, {}, [None] * len(grads), None, None, {}, masked=True)
                 self.stats.write(step, row, hists)
                 return tf.constant(0)
 
-            tf.cond(fwd_fresh, lambda: called(nan_row), lambda: tf.constant(0))
+            tf.cond(unrecorded_fresh, lambda: called(nan_row), lambda: tf.constant(0))
 
         def found():
             self._forensics(step, tvars, fwd_items, fwd_ok, back_grads, back_ok, start_bad)
