@@ -148,7 +148,7 @@ def test_compare_stats_scales_each_family():
 
 
 @pytest.mark.parametrize("name", ["normal", "relu", "ties", "constant", "one", "two", "huge", "nonfinite",
-                                  "all_nonfinite", "empty", "wide_relu", "wide_ties"])
+                                  "all_nonfinite", "empty", "wide_relu", "wide_ties", "wide_split"])
 def test_selection_statistics_equal_numpy_and_the_sorting_reference(name):
     from initsuite.measure.instrument import stat_names, stats_function
     from initsuite.measure.probes import tensor_stats
@@ -168,6 +168,8 @@ def test_selection_statistics_equal_numpy_and_the_sorting_reference(name):
         # wider than the chunked passes' slice (summaries.CHUNK), zeros and negatives in several slices
         "wide_relu": np.maximum(rng.standard_normal(600_001), 0) * 1e-3,
         "wide_ties": np.round(rng.standard_normal(700_000) + 0.5, 1),
+        # the median's two ranks in different bins (the lower is its bin's last value): every bin collected
+        "wide_split": np.repeat([1.0, 2.0], 300_000),
     }[name].astype(np.float32)
     qs = (0.1, 2.0, 50.0, 98.0, 100.0)
     got = dict(zip(stat_names(qs), stats_function(qs)(tf.constant(x)).numpy().tolist()))
