@@ -148,7 +148,8 @@ def test_compare_stats_scales_each_family():
 
 
 @pytest.mark.parametrize("name", ["normal", "relu", "ties", "constant", "one", "two", "huge", "nonfinite",
-                                  "all_nonfinite", "empty", "wide_relu", "wide_ties", "wide_split"])
+                                  "all_nonfinite", "empty", "wide_relu", "wide_ties", "wide_split",
+                                  "zeros_in_a_wanted_bin", "few_zeros_in_a_wanted_bin"])
 def test_selection_statistics_equal_numpy_and_the_sorting_reference(name):
     from initsuite.measure.instrument import stat_names, stats_function
     from initsuite.measure.probes import tensor_stats
@@ -170,6 +171,9 @@ def test_selection_statistics_equal_numpy_and_the_sorting_reference(name):
         "wide_ties": np.round(rng.standard_normal(700_000) + 0.5, 1),
         # the median's two ranks in different bins (the lower is its bin's last value): every bin collected
         "wide_split": np.repeat([1.0, 2.0], 300_000),
+        # the bulk within the bin of 0.0 (outliers set the range): many zeros there, then a few
+        "zeros_in_a_wanted_bin": np.concatenate([np.zeros(10_000), rng.standard_normal(10_000) * 1e-4, [-1, 1]]),
+        "few_zeros_in_a_wanted_bin": np.concatenate([np.zeros(5), rng.standard_normal(20_000) * 1e-4, [-1, 1]]),
     }[name].astype(np.float32)
     qs = (0.1, 2.0, 50.0, 98.0, 100.0)
     got = dict(zip(stat_names(qs), stats_function(qs)(tf.constant(x)).numpy().tolist()))
