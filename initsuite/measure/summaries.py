@@ -96,10 +96,14 @@ def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS,
             tf.equal(c, 0.0), dtype=tf.int32)), (0.0, 0))
         return tf.zeros([0]), (ss if mean is not None else None), zeros
 
+    # The kernel itself: tf.math.bincount also takes the maximum of the bins to size its output,
+    # a pass of its own though every bin is in [0, bins] by construction.
+    no_weights = tf.zeros([0], tf.int32)
+
     def count(c, ss, counts, negative):  # zeros are the counts' last bin; +inf is not negative
         return (ss + deviations(c),
-                counts + tf.math.bincount(bin_of(c), minlength=bins + 1, maxlength=bins + 1, dtype=tf.int32),
-                negative + tf.math.count_nonzero(c < 0.0, dtype=tf.int32))
+                counts + tf.raw_ops.DenseBincount(input=bin_of(c), size=bins + 1, weights=no_weights),
+                negative + tf.reduce_sum(tf.cast(c < 0.0, tf.int32)))
 
     ss, counts, negative = fold(v, count, (0.0, tf.zeros([bins + 1], tf.int32), 0))
     zeros = counts[bins]
