@@ -278,3 +278,27 @@ def test_a_varying_parameter_is_a_line_of_its_own_everywhere(tmp_path):
     assert {x.get_text() for x in fig.axes[0].get_yticklabels()} == names
     with pytest.raises(ValueError, match="init.stddev"):
         plots.seed_band(t["metrics"], "step", ["init", "split", "metric"])
+
+
+def test_train_batch_std_marks_where_a_run_went_non_finite_instead_of_drawing_it(tables):
+    """A diverging run's row at its first NaN step describes only the finite entries (here std 0):
+    the curve stops before it, the panel stays on a log axis and names the step."""
+    from initsuite.tables import TRAIN
+
+    ls = tables["layer_stats"].copy()
+    ls["batch"] = TRAIN
+    run = tables["runs"].query("status == 'diverged'").iloc[0]
+    step = int(run.first_nonfinite_step)
+    at = (ls.run_id == run.run_id) & (ls.step == step) & (ls.layer_index == 1) & (ls.tensor == "activation")
+    ls.loc[at & (ls.stat == "nonfinite_count"), "value"] = 5.0
+    ls.loc[at & (ls.stat == "std"), "value"] = 0.0
+    fig = plots.train_batch_std(ls)
+    panel = [ax for ax in fig.axes if ax.get_title().startswith(f"{run.init}\n{run.activation}: activ")]
+    assert len(panel) == 1
+    ax = panel[0]
+    assert ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.texts] == [f"non-finite from step {step}\n(1/2 runs)"]
+    ys = np.concatenate([line.get_ydata() for line in ax.lines if len(line.get_xdata()) > 2])
+    assert np.all(ys > 0)  # the all-finite-entries std of 0 is not drawn
+    # the other panels carry no mark
+    assert all(not a.texts for a in fig.axes if a is not ax and a.get_title())

@@ -518,6 +518,13 @@ def train_batch_std(layer_stats: pd.DataFrame, tensors: Sequence[str] = ("activa
     ls = deepest(hidden_layers(layer_stats, batch=schema.TRAIN))
     ls, inits, _ = _lines(ls)
     d_all = ls[ls.tensor.isin(list(tensors)) & (ls.stat == stat)] if len(ls) else ls
+    # A row whose tensor held NaN/Inf describes only its finite entries (a diverging layer's last
+    # finite values, often all 0): not a point of the curve. Its step is marked instead.
+    keys = ["run_id", "step", "layer_index", "tensor"]
+    bad = ls[ls.tensor.isin(list(tensors)) & (ls.stat == "nonfinite_count") & (ls.value > 0)] if len(ls) else ls
+    if len(bad) and len(d_all):
+        hit = d_all[keys].merge(bad[keys].drop_duplicates(), on=keys, how="left", indicator=True)["_merge"]
+        d_all = d_all[(hit == "left_only").to_numpy()]
     acts = sorted(d_all.activation.unique()) if len(d_all) and "activation" in d_all else ["-"]
     cols = [(t, a) for t in tensors for a in acts]
     rows = inits or ["-"]
@@ -534,9 +541,19 @@ def train_batch_std(layer_stats: pd.DataFrame, tensors: Sequence[str] = ("activa
                 check_seeds_only(d, ["series"])
                 for k, li in enumerate(sorted(d.layer_index.unique())):
                     s = d[d.layer_index == li].groupby("step").value.mean()
-                    ax.plot(s.index, s.values, "-", color=colors[min(k, n_layers - 1)], lw=1.0)
+                    # a run that diverged at once has a point or two: drawn as markers, not lost
+                    ax.plot(s.index, s.values, "-", color=colors[min(k, n_layers - 1)], lw=1.0,
+                            marker="o" if len(s) < 3 else None, ms=3)
                 if _positive(d.value):
                     ax.set_yscale("log")
+            nan_at = select(bad, series=init, tensor=tensor, activation=act) if len(bad) else bad
+            if len(nan_at):
+                first = int(nan_at.step.min())
+                runs = nan_at.run_id.nunique()
+                of = select(ls, series=init, tensor=tensor, activation=act).run_id.nunique()
+                ax.axvline(first, color="tab:red", ls=":", lw=1.0)
+                ax.text(0.98, 0.95, f"non-finite from step {first}\n({runs}/{of} runs)", transform=ax.transAxes,
+                        ha="right", va="top", fontsize=7, color="tab:red")
             ax.set_title(f"{init}\n{act}: {TENSOR_LABELS.get(tensor, tensor)}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(STAT_NAMES.get(stat, stat))
