@@ -6,9 +6,11 @@ keep it small:
 
 * **NaN/Inf forensics, every step, nearly free.** The step checks only what it
   already holds: each measured layer's outputs, the loss and the back-propagated
-  gradients dC/ds (``is_finite`` over the activations, never a pass over the
-  weights). Only when that check fails for the first time do two ``tf.cond``
-  branches run the full ordered search:
+  gradients dC/ds, never a pass over the weights (:func:`finite_check`: a large
+  tensor is screened by the finiteness of its sum, one read, and tested entry by
+  entry only when that sum is not finite; an activation z = f(s) whose f maps finite
+  to finite is not checked apart from s). Only when that check fails for the first
+  time do two ``tf.cond`` branches run the full ordered search:
 
   1. the weights as the previous update left them (phase ``update``, step t-1;
      ``init`` at step 0), read at the start of the step;
@@ -87,6 +89,33 @@ def _all_finite(t) -> tf.Tensor:
     if not t.dtype.is_floating:
         t = tf.cast(t, tf.float32)
     return tf.reduce_all(tf.math.is_finite(t))
+
+
+# Values from which a tensor's check is screened by its sum (below, two small ops cost less than a
+# branch). A module setting, so that tests can send every tensor through the screen.
+SCREEN_MIN = 1 << 16
+
+
+def _static_size(t) -> Optional[int]:
+    """The number of entries of ``t`` when its shape is fully static, else None."""
+    dims = t.shape.as_list() if t.shape.rank is not None else None
+    if dims is None or any(d is None for d in dims):
+        return None
+    return int(np.prod(dims, dtype=np.int64))
+
+
+def finite_check(t) -> tf.Tensor:
+    """Whether every entry of ``t`` is finite, as :func:`_all_finite`, in one pass for a large tensor:
+    a finite sum means a finite tensor (NaN, and an infinity, propagate through a sum), so the sum
+    screens, and only a non-finite sum (a NaN/Inf, or finite values whose float32 sum overflows)
+    takes the exact test, in a branch decided as soon as the sum exists (the tensor is held no
+    longer). One read of the tensor instead of a boolean copy and its reduction."""
+    t = tf.convert_to_tensor(t)
+    n = _static_size(t)
+    if n is None or n < SCREEN_MIN:
+        return _all_finite(t)
+    screen = tf.math.is_finite(tf.reduce_sum(flat32(t)))  # the same op as the moments' sum: one node
+    return tf.cond(screen, lambda: tf.constant(True), lambda: called(lambda: _all_finite(t)))
 
 
 class Instrument:
@@ -207,16 +236,20 @@ class Instrument:
         tvars = self.model.trainable_variables
         apply = apply or self.optimizer.apply_gradients
         # The cheap check, in the order of the search: forward items, the loss, dC/ds.
-        fwd_items, back_grads = [], {}
+        fwd_items, back_grads, fwd_flags = [], {}, []
         for p in self.points:
             for key, tensor in (((p.name, "pre"), "preactivation"), ((p.name, "act"), "activation")):
                 if key in rec:
                     fwd_items.append((CheckItem("forward", p.name, self._layer_index_of(p.name), tensor), rec[key]))
+                    # z = f(s) with f finite on finite s: z is non-finite only after s, which the
+                    # search meets first, so z's own flag never decides and is not computed
+                    unneeded = tensor == "activation" and p.act_keeps_finite and (p.name, "pre") in rec
+                    fwd_flags.append(tf.constant(True) if unneeded else finite_check(rec[key]))
         for p, g in zip([p for p in self.points if self._grad_key(p) in rec], tgrads):
             if g is not None:
                 back_grads[p.name] = g
-        fwd_ok = tf.stack([_all_finite(t) for _, t in fwd_items] + [_all_finite(loss)])
-        back_ok = tf.stack([_all_finite(g) for g in back_grads.values()] or [tf.constant(True)])
+        fwd_ok = tf.stack(fwd_flags + [_all_finite(loss)])
+        back_ok = tf.stack([finite_check(g) for g in back_grads.values()] or [tf.constant(True)])
         first_time = self.nf_index < 0
         fresh = tf.logical_and(first_time, tf.logical_not(tf.logical_and(tf.reduce_all(fwd_ok), tf.reduce_all(back_ok))))
         fwd_fresh = tf.logical_and(first_time, tf.logical_not(tf.reduce_all(fwd_ok)))  # known when the forward ends

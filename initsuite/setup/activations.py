@@ -29,6 +29,13 @@ class ActivationSpec:
     keras_fn: Callable[[Optional[float]], Callable]  # alpha -> elementwise tensor function
     doc: str
     default_alpha: Optional[float] = None
+    # alpha -> whether f(s) is finite for every finite s, computed without an intermediate that can
+    # overflow (bounded f, or |f(s)| <= |s|): the forensics then need not check z = f(s) apart from s.
+    keeps_finite: Callable[[Optional[float]], bool] = lambda a: False
+
+    def finite_preserving(self, alpha: Optional[float] = None) -> bool:
+        """Whether a finite pre-activation always gives a finite activation (see ``keeps_finite``)."""
+        return bool(self.keeps_finite(self._alpha(alpha)))
 
     def numpy(self, x, alpha: Optional[float] = None) -> np.ndarray:
         return self.numpy_fn(np.asarray(x, dtype=np.float64), self._alpha(alpha))
@@ -119,32 +126,42 @@ def _erf_np(x):
     return np.vectorize(math.erf, otypes=[np.float64])(x)
 
 
+def _ALWAYS(alpha) -> bool:  # bounded, or |f(s)| <= |s|
+    return True
+
+
 _SPECS = [
     ActivationSpec(
         "tanh", lambda x, a: np.tanh(x), lambda a: lambda x: _ops().tanh(x),
         "tanh(s); f'(0) = 1, symmetric around 0 (Glorot & Bengio 2010).",
+        keeps_finite=_ALWAYS,
     ),
     ActivationSpec(
         "sigmoid", lambda x, a: _sigmoid_np(x), lambda a: lambda x: _ops().sigmoid(x),
         "1 / (1 + e^-s); f'(0) = 1/4, mean 1/2: the top layer saturates at 0 (Glorot & Bengio 2010, Fig. 2).",
+        keeps_finite=_ALWAYS,
     ),
     ActivationSpec(
         "softsign", lambda x, a: x / (1.0 + np.abs(x)), lambda a: lambda x: _ops().softsign(x),
         "s / (1 + |s|); polynomial tails, saturates more gently than tanh (Glorot & Bengio 2010).",
+        keeps_finite=_ALWAYS,
     ),
     ActivationSpec(
         "relu", lambda x, a: np.maximum(x, 0.0), lambda a: lambda x: _ops().relu(x),
         "max(0, s); a unit with s < 0 is dead for that input (no gradient). Pairs with He init.",
+        keeps_finite=_ALWAYS,
     ),
     ActivationSpec(
         "leaky_relu", lambda x, a: np.where(x >= 0, x, a * x),
         lambda a: lambda x: _ops().leaky_relu(x, negative_slope=a),
         "s if s >= 0 else alpha s (Maas et al. 2013); alpha defaults to Keras' 0.2.", default_alpha=0.2,
+        keeps_finite=lambda a: abs(float(a)) <= 1.0,  # |alpha s| <= |s|
     ),
     ActivationSpec(
         "elu", lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0.0))),
         lambda a: lambda x: _ops().elu(x, alpha=a),
         "s if s > 0 else alpha (e^s - 1) (Clevert et al. 2015); alpha = 1.", default_alpha=1.0,
+        keeps_finite=_ALWAYS,
     ),
     ActivationSpec(
         "selu",
@@ -161,10 +178,12 @@ _SPECS = [
     ActivationSpec(
         "swish", lambda x, a: x * _sigmoid_np(x), lambda a: lambda x: _ops().silu(x),
         "s sigmoid(s), also called SiLU (Ramachandran et al. 2017).",
+        keeps_finite=_ALWAYS,
     ),
     ActivationSpec(
         "linear", lambda x, a: x, lambda a: lambda x: x,
         "f(s) = s; never saturates. The regime Glorot & Bengio's variance analysis assumes.",
+        keeps_finite=_ALWAYS,
     ),
 ]
 for _spec in _SPECS:

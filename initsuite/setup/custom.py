@@ -450,6 +450,18 @@ def _activation_name(layer, passed: Optional[Callable], cfg_name: str) -> Option
     return None
 
 
+def _keeps_finite(layer, name: Optional[str], passed: Optional[Callable], alpha: Optional[float]) -> bool:
+    """Whether the activation layer's f is a registry activation that maps every finite s to a
+    finite z, with its alpha: the suite's, a tagged registry function's, else Keras' default
+    (a Keras function named in ``_KERAS_TO_REGISTRY`` or a plain ReLU layer takes no alpha)."""
+    if name is None:
+        return False
+    fn = getattr(layer, "activation", None)
+    tag = getattr(fn, "_initsuite_activation", None)
+    a = alpha if passed is not None and fn is passed else tag[1] if tag is not None else None
+    return activations.get(name).finite_preserving(a)
+
+
 def _strip_output_softmax(model, calls, out) -> Optional[str]:
     """The suite's loss takes logits: a softmax on the model's output is removed (replaced
     by the identity). Returns the layer it was taken from."""
@@ -604,8 +616,9 @@ def measure_points(calls: Dict[int, _Call], paths: List[Tuple[str, Any]], passed
             points.append(ProbePoint(path, layer, layer, None, role=OUTPUT))
         elif len(followers) == 1:
             act = followers[0]
-            points.append(ProbePoint(path, layer, layer, act))
-            act_names.add(_activation_name(act, passed, activation))
+            name = _activation_name(act, passed, activation)
+            points.append(ProbePoint(path, layer, layer, act, act_keeps_finite=_keeps_finite(act, name, passed, alpha)))
+            act_names.add(name)
             tags.add(getattr(getattr(act, "activation", None), "_initsuite_activation", None))
         else:
             points.append(ProbePoint(path, layer, None, layer))

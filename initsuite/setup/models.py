@@ -34,6 +34,9 @@ class ProbePoint:
     pre_layer: Any = None
     act_layer: Any = None
     role: str = HIDDEN
+    # z = f(s) with f finite for every finite s (ActivationSpec.finite_preserving): the forensics
+    # check s alone, since a non-finite z then always follows a non-finite s, which comes first
+    act_keeps_finite: bool = False
 
     @property
     def grad_layer(self):
@@ -207,6 +210,8 @@ def build_caffe_lenet(cfg, input_shape: Sequence[int], num_classes: int) -> Buil
 
 def _finish(cfg, model, points) -> BuiltModel:
     spec, alpha = activations.from_config(cfg.activation)
+    for p in points:  # every activation layer of a suite model applies the configured f to s
+        p.act_keeps_finite = p.act_layer is not None and p.pre_layer is not None and spec.finite_preserving(alpha)
     return BuiltModel(
         model=model,
         points=points,
