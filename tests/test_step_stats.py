@@ -222,3 +222,19 @@ def test_default_cadence_probes_log_spaced_and_at_epoch_ends(make_cfg):
     probe = tables.batch_rows(r.layer_stats, tables.PROBE)
     assert sorted(probe.step.unique()) == [0, 8, 10, 16, 24, 30, 32, 40]
     assert isinstance(r.layer_stats, pd.DataFrame) and set(r.layer_stats.batch) == set(tables.BATCHES)
+
+
+@pytest.mark.parametrize("shape", [(7, 13), (128, 28, 28, 32), (256, 127), (65537,), (300, 1000)])
+def test_a_masks_fraction_is_exact_whichever_way_it_is_counted(shape):
+    from initsuite.measure.step_stats import COUNT_MIN, _slice_width, true_fraction
+
+    rng = np.random.default_rng(1)
+    n = int(np.prod(shape))
+    for p in (0.0, 0.37, 1.0):
+        mask = rng.random(shape) < p
+        got = float(tf.function(true_fraction)(tf.constant(mask)))
+        assert got == pytest.approx(mask.mean(), abs=0.5 / n), (shape, p)
+    k = _slice_width(n)
+    assert (k is not None and n % k == 0 and 16 <= k <= 127) or k is None
+    if n >= COUNT_MIN and shape != (65537,):  # 65537 is prime: no slice width, the float mean
+        assert k is not None

@@ -250,12 +250,33 @@ def saturated_mask(s, intervals):
     return mask
 
 
+COUNT_MIN = 1 << 16  # entries from which a mask is counted in int8 slices (below, the float mean is fewer ops)
+
+
+def _slice_width(n: int) -> Optional[int]:
+    """The widest slice k <= 127 (an int8 sum of k booleans cannot overflow) that divides ``n``,
+    if one of at least 16 exists."""
+    return next((k for k in range(127, 15, -1) if n % k == 0), None)
+
+
+def true_fraction(mask) -> tf.Tensor:
+    """The fraction of True entries of a boolean tensor. A large one is counted as int8 sums over
+    slices of k entries, then their int32 sum: the float path writes a 4-byte copy of every entry
+    (the cast) and reads it again, this one a 1-byte copy; exact either way."""
+    n = int(np.prod(mask.shape.as_list())) if mask.shape.is_fully_defined() else None
+    k = _slice_width(n) if n is not None and n >= COUNT_MIN else None
+    if k is None:
+        return tf.reduce_mean(tf.cast(mask, tf.float32))
+    part = tf.reduce_sum(tf.reshape(tf.cast(mask, tf.int8), [-1, k]), axis=1)
+    return tf.cast(tf.reduce_sum(tf.cast(part, tf.int32)), tf.float32) / float(n)
+
+
 def saturated_fraction(s, intervals) -> tf.Tensor:
     """Fraction of entries of ``s`` in :func:`saturated_mask`."""
     mask = saturated_mask(tf.cast(s, tf.float32), intervals)
     if mask is None:
         return tf.constant(0.0)
-    return tf.reduce_mean(tf.cast(mask, tf.float32))
+    return true_fraction(mask)
 
 
 class StepStats:
@@ -348,7 +369,7 @@ class StepStats:
                 sums[(p.name, "preactivation")] = _Sums.of(s)
             if p.act_layer is not None and z is not None:
                 sums[(p.name, "activation")] = _Sums.of(z)
-                zero[p.name] = tf.reduce_mean(tf.cast(tf.equal(z, tf.zeros([], z.dtype)), tf.float32))
+                zero[p.name] = true_fraction(tf.equal(z, tf.zeros([], z.dtype)))
                 if self.intervals and s is not None:
                     sat[p.name] = saturated_fraction(s, self.intervals)
             g = tgrad.get(p.name)
