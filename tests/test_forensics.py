@@ -75,24 +75,25 @@ def _step(inst, batch=16):
     return inst.first_nonfinite()
 
 
-@pytest.mark.parametrize("screen_min", [0, 1 << 30])
-def test_a_finite_forward_tensor_whose_sum_overflows_is_not_a_nan(make_cfg, monkeypatch, screen_min):
-    monkeypatch.setattr(instrument, "SCREEN_MIN", screen_min)
-    built, inst = _instrument(make_cfg, "tanh")
+def _huge_forward(built):
     k = built.model.get_layer("dense_00").kernel
     k.assign(tf.fill(k.shape, 5e37))  # s = 6 inputs x 5e37 = 3e38: finite; 16 x 64 of them sum past float32's max
-    assert _step(inst) is None
+
+
+def _huge_gradient(built):
+    first = built.model.get_layer("dense_00").kernel
+    first.assign(tf.zeros(first.shape))  # z_0 = 0, so every later layer and the logits stay finite
+    w = np.zeros(built.model.get_layer("dense_01").kernel.shape, np.float32)
+    w[:, 0] = 1e38  # dC/ds_0 = dC/ds_1 W_1^T = 1e38 dC/ds_1[:, 0]: ~1e36 per entry, one sign (one input, one label)
+    built.model.get_layer("dense_01").kernel.assign(w)
 
 
 @pytest.mark.parametrize("screen_min", [0, 1 << 30])
-def test_a_finite_gradient_whose_sum_overflows_is_not_a_nan(make_cfg, monkeypatch, screen_min):
+@pytest.mark.parametrize("activation,setup", [("tanh", _huge_forward), ("linear", _huge_gradient)])
+def test_a_finite_tensor_whose_sum_overflows_is_not_a_nan(make_cfg, monkeypatch, screen_min, activation, setup):
     monkeypatch.setattr(instrument, "SCREEN_MIN", screen_min)
-    built, inst = _instrument(make_cfg, "linear")
-    first = built.model.get_layer("dense_00").kernel
-    first.assign(tf.zeros(first.shape))  # z_0 = 0, so the logits stay finite
-    w = np.zeros(built.model.get_layer("dense_01").kernel.shape, np.float32)
-    w[:, 0] = 1e38  # dC/ds_0 = dC/ds_1 W^T: 1e38 (softmax_0 - 0) / 16 per entry, all of one sign
-    built.model.get_layer("dense_01").kernel.assign(w)
+    built, inst = _instrument(make_cfg, activation)
+    setup(built)
     assert _step(inst) is None
 
 

@@ -21,6 +21,9 @@ How it stays cheap:
   otherwise the variance takes a second pass, sum((x - mean)^2) / n. A finite sum of squares
   means every entry is finite, so the non-finite count needs no pass in the usual case: one
   ``tf.cond`` switches to masked moments of the finite entries when a sum is NaN/Inf.
+* **Counts in one byte.** The zero and saturated fractions of a large tensor are int8 sums of
+  the boolean mask over slices of at most 127 entries (:func:`true_fraction`), not the mean of
+  a float copy of it: exact either way, a quarter of the bytes written.
 * **Dense weight gradients without reading them.** For a Dense layer s = X W + b with X of
   R rows, dC/dW = X^T D (D = dC/ds), so sum(dC/dW) = rowsum(X) . rowsum(D), always, and
   (Gram identity) ||dC/dW||^2 = sum((X X^T) * (D D^T)): O(R^2 (n + m)) work in two small
