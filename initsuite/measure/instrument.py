@@ -52,7 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from initsuite.measure.probes import CheckItem, Taps, main_kernel, slope
-from initsuite.measure.step_stats import StepStats, called, plain_sgd, saturated_mask, watch_updates
+from initsuite.measure.step_stats import StepStats, called, plain_sgd, saturated_mask, static_size, watch_updates
 from initsuite.measure.summaries import (  # noqa: F401  (re-exported: the probe's statistics)
     HIST_TAIL, SELECT_BINS, Finite, flat32, fold, histogram_function, finite_histogram, select_quantiles, stat_names,
     stats_function, summarize)
@@ -96,14 +96,6 @@ def _all_finite(t) -> tf.Tensor:
 SCREEN_MIN = 1 << 16
 
 
-def _static_size(t) -> Optional[int]:
-    """The number of entries of ``t`` when its shape is fully static, else None."""
-    dims = t.shape.as_list() if t.shape.rank is not None else None
-    if dims is None or any(d is None for d in dims):
-        return None
-    return int(np.prod(dims, dtype=np.int64))
-
-
 def finite_check(t) -> tf.Tensor:
     """Whether every entry of ``t`` is finite, as :func:`_all_finite`, in one pass for a large tensor:
     a finite sum means a finite tensor (NaN, and an infinity, propagate through a sum), so the sum
@@ -111,7 +103,7 @@ def finite_check(t) -> tf.Tensor:
     takes the exact test, in a branch decided as soon as the sum exists (the tensor is held no
     longer). One read of the tensor instead of a boolean copy and its reduction."""
     t = tf.convert_to_tensor(t)
-    n = _static_size(t)
+    n = static_size(t)
     if n is None or n < SCREEN_MIN:
         return _all_finite(t)
     screen = tf.math.is_finite(tf.reduce_sum(flat32(t)))  # the same op as the moments' sum: one node

@@ -182,6 +182,11 @@ def use_gram(layer, input_rows: Optional[int]) -> bool:
     return input_rows * input_rows * (n + m) < GRAM_RATIO * n * m
 
 
+def static_size(x) -> Optional[int]:
+    """The number of entries of ``x`` when its shape is fully static, else None."""
+    return int(np.prod(x.shape.as_list(), dtype=np.int64)) if x.shape.is_fully_defined() else None
+
+
 def static_rows(x) -> Optional[int]:
     """The number of rows R of a layer input reshaped to [R, features], if static."""
     dims = x.shape.as_list()[:-1] if x.shape.rank else None
@@ -266,7 +271,7 @@ def true_fraction(mask) -> tf.Tensor:
     """The fraction of True entries of a boolean tensor. A large one is counted as int8 sums over
     slices of k entries, then their int32 sum: the float path writes a 4-byte copy of every entry
     (the cast) and reads it again, this one a 1-byte copy; exact either way."""
-    n = int(np.prod(mask.shape.as_list())) if mask.shape.is_fully_defined() else None
+    n = static_size(mask)
     k = _slice_width(n) if n is not None and n >= COUNT_MIN else None
     if k is None:
         return tf.reduce_mean(tf.cast(mask, tf.float32))
