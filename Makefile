@@ -11,7 +11,7 @@ SWEEP ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run sweep collect paper figures report tensorboard bench test docs-figure clean
+.PHONY: help install run sweep collect paper figures report tensorboard bench test test-all docs-figure clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,7 +47,10 @@ tensorboard: $(STAMP) ## write TensorBoard event files from a sweep's tables: ma
 bench: $(STAMP) ## the instrumentation's cost against plain Keras (results/bench/); BENCH_QUICK=1 for a smoke run
 	$(PY) -m initsuite bench $(if $(BENCH_QUICK),--quick) $(ARGS)
 
-test: $(STAMP) ## run the test suite (slow end-to-end tests included; 2 workers)
+test: $(STAMP) ## run the test suite (slow end-to-end tests included, not the `long` one; 2 workers)
+	$(PY) -m pytest -q -n 2 -m "not long" $(ARGS)
+
+test-all: $(STAMP) ## every test, `make paper PAPER_SCALE=tiny` end to end included (~8 min more on 2 cores)
 	$(PY) -m pytest -q -n 2 $(ARGS)
 
 docs-figure: $(STAMP) ## redraw docs/headline.png (the README's figure) from the default sweep (runs it if needed)

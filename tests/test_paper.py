@@ -167,7 +167,7 @@ def test_checks_read_the_papers_pattern_from_the_tables(grid_tables):
     assert sig and holds[sig[0]] is False
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_make_paper_tiny_end_to_end(tmp_path):
     """`make paper PAPER_SCALE=tiny` on synthetic data: the sweep, Fig. 2's extra run, the figures,
     Table 1 and the report."""
