@@ -150,7 +150,8 @@ def test_compare_stats_scales_each_family():
 @pytest.mark.parametrize("name", ["normal", "relu", "ties", "constant", "one", "two", "huge", "nonfinite",
                                   "all_nonfinite", "empty", "wide_relu", "wide_ties", "wide_split",
                                   "zeros_in_a_wanted_bin", "few_zeros_in_a_wanted_bin"])
-def test_selection_statistics_equal_numpy_and_the_sorting_reference(name):
+@pytest.mark.parametrize("fused", [False, True], ids=["kernels", "xla_fused"])
+def test_selection_statistics_equal_numpy_and_the_sorting_reference(name, fused):
     from initsuite.measure.instrument import stat_names, stats_function
     from initsuite.measure.probes import tensor_stats
 
@@ -176,8 +177,13 @@ def test_selection_statistics_equal_numpy_and_the_sorting_reference(name):
         "few_zeros_in_a_wanted_bin": np.concatenate([np.zeros(5), rng.standard_normal(20_000) * 1e-4, [-1, 1]]),
     }[name].astype(np.float32)
     qs = (0.1, 2.0, 50.0, 98.0, 100.0)
-    got = dict(zip(stat_names(qs), stats_function(qs)(tf.constant(x)).numpy().tolist()))
+    got = dict(zip(stat_names(qs), stats_function(qs, fused=fused)(tf.constant(x)).numpy().tolist()))
     ref = {k: float(v) for k, v in tensor_stats(tf.constant(x), qs).items()}
+    if fused:  # without the variance's pass: the same percentiles, no variance
+        lean = dict(zip(stat_names(qs), stats_function(qs, fused=True, variance=False)(tf.constant(x)).numpy().tolist()))
+        assert all(lean[k] == got[k] or (np.isnan(lean[k]) and np.isnan(got[k]))
+                   for k in stat_names(qs) if k not in ("var", "std"))
+        assert np.isnan(lean["var"]) and np.isnan(lean["std"])
     finite = x[np.isfinite(x)].astype(np.float64)
     assert got["nonfinite_count"] == len(x) - len(finite)
     if len(finite) == 0:

@@ -238,3 +238,51 @@ def test_a_masks_fraction_is_exact_whichever_way_it_is_counted(shape):
     assert (k is not None and n % k == 0 and 16 <= k <= 127) or k is None
     if n >= COUNT_MIN and shape != (65537,):  # 65537 is prime: no slice width, the float mean
         assert k is not None
+
+
+def test_in_step_percentiles_and_histograms_equal_numpy_on_the_training_batch(make_cfg):
+    """``probes.train_quantiles``: every tensor's exact percentiles (the fused XLA selection)
+    and its histogram, against the NumPy recomputation of the same two SGD steps."""
+    import keras
+
+    built, inst = _instrument(make_cfg, 64, keras.optimizers.SGD(0.1), "probes.train_quantiles=true")
+    names = ("dense_00", "dense_01", "logits")
+    layers = [built.model.get_layer(n) for n in names]
+    W = [np.asarray(l.kernel, np.float64) for l in layers]
+    b = [np.asarray(l.bias, np.float64) for l in layers]
+    rng = np.random.default_rng(5)
+    want = []
+    for step in range(2):
+        x = rng.uniform(0, 1, (9, 3, 2, 1)).astype(np.float32)
+        y = rng.integers(0, 4, 9).astype(np.int64)
+        inst.train_step(tf.constant(x), tf.constant(y), step, record=True)
+        pre, act, dS, dW, db = _numpy_step(W, b, x, y)
+        ref = {}
+        for i, n in enumerate(names):
+            ref.update({(n, "preactivation"): pre[i], (n, "backprop_grad"): dS[i], (n, "weight"): W[i].copy(),
+                        (n, "weight_grad"): dW[i]})
+            if i < 2:
+                ref[(n, "activation")] = act[i]
+        want.append(ref)
+        W = [W[i] - 0.1 * dW[i] for i in range(3)]
+        b = [b[i] - 0.1 * db[i] for i in range(3)]
+    steps, values, ranges, counts = inst.stats.take()
+    assert steps.tolist() == [0, 1]
+    qkeys = [(i, k) for i, k in enumerate(inst.stats.layout) if k[2].startswith("p") and k[1] != "update"]
+    assert {(k[0], k[1]) for _, k in qkeys} == set(want[0])  # every tensor has its percentiles
+    for row, ref in zip(values, want):
+        for i, (layer, tensor, stat) in qkeys:
+            r = ref[(layer, tensor)]
+            w = np.percentile(r, float(stat[1:]))
+            assert row[i] == pytest.approx(w, rel=1e-4, abs=1e-6 * max(r.std(), 1e-12)), (layer, tensor, stat)
+    hist_keys = list(inst.stats.hist_keys)
+    assert hist_keys and counts.shape[:2] == (2, len(hist_keys))
+    for s, ref in enumerate(want):
+        for h, key in enumerate(hist_keys):
+            r = ref[key]
+            lo, hi = ranges[s, h]
+            # the axis spans [p0.1, p99.9]; values outside go to the edge bins, so every value is counted
+            assert lo == pytest.approx(np.percentile(r, 0.1), rel=1e-4, abs=1e-6 * r.std())
+            assert counts[s, h].sum() == r.size, key
+            inner = np.histogram(np.clip(r, lo, hi), bins=counts.shape[2], range=(lo, hi))[0]
+            assert np.abs(counts[s, h] - inner).sum() <= 2, key  # bin edges within float32 rounding

@@ -449,7 +449,9 @@ class StepStats:
         [p(HIST_TAIL), p(100 - HIST_TAIL)], found in the same selection pass."""
         tail_qs = (HIST_TAIL, 100.0 - HIST_TAIL) if self.hist_keys else ()
         qs = self.quantiles + tail_qs
-        stats_of = stats_function(qs)
+        # Fused (XLA) selection: at every step its kernels are most of the cost; the moments are in
+        # the row already, so the variance's pass is skipped.
+        stats_of = stats_function(qs, fused=True, variance=False)
         names = stat_names(qs)
         tail_at = [names.index(n) for n in stat_names(tail_qs) if n.startswith("p")]
         finite_at = names.index("nonfinite_count")

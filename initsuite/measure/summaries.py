@@ -57,7 +57,7 @@ def fold(flat, body, init, chunk: int = None):
     return out[1:]
 
 
-def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS, mean=None):
+def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS, mean=None, fused: bool = False):
     """Percentiles ``qs`` (0-100) of the ``n`` finite entries of ``v`` (min ``lo``, max ``hi``;
     any other entry is +inf) by NumPy's default rule: linear interpolation between the sorted
     values at ranks floor(p) and floor(p)+1, p = q/100 (n-1). Bit for bit what sorting gives,
@@ -71,6 +71,12 @@ def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS,
     the values in those bins, which are sorted: O(n) plus a sort of about n/bins values per
     percentile. Zeros (half of a ReLU layer) are one block of known ranks, negatives < zeros <
     positives, so they are never binned or sorted.
+
+    ``fused``: the bin formula and the collect pass's comparisons run as one XLA-compiled loop
+    per slice (:func:`bin_mask_function`) instead of a dozen kernels, each a pass over the
+    slice. Both passes call the same compiled function on the same slice shapes, so a value
+    gets the same bin in both however XLA rounds the formula (it may contract it into one
+    fused multiply-add, which is monotone too).
     """
     qs = [float(q) for q in qs]
     k = len(qs)
@@ -85,8 +91,15 @@ def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS,
     a64 = float(bins) / tf.where(spread, hi64 - lo64, 1.0)
     a, b = tf.cast(a64, tf.float32), tf.cast(lo64 * a64, tf.float32)
 
-    def bin_of(c):
-        return tf.where(tf.equal(c, 0.0), bins, tf.cast(tf.clip_by_value(c * a - b, 0.0, bins - 1.0), tf.int32))
+    if fused:
+        bin_mask = bin_mask_function(bins, 2 * k)
+        no_target = tf.fill([2 * k], -1)
+
+        def bin_of(c):
+            return bin_mask(c, a, b, no_target)[0]
+    else:
+        def bin_of(c):
+            return _bin_formula(c, a, b, bins)
 
     def deviations(c):
         return tf.reduce_sum(tf.math.squared_difference(c, mean)) if mean is not None else 0.0
@@ -141,9 +154,19 @@ def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS,
     # collect pass makes k comparisons per value instead of 2k. Either way it keeps the same values.
     upper_in_lower = tf.logical_or(tf.logical_not(needed[k:]),
                                    tf.logical_and(needed[:k], tf.equal(want[k:], want[:k])))
-    lower = tf.unstack(target[:k])
-    every = tf.unstack(target)
-    values = tf.cond(tf.reduce_all(upper_in_lower), lambda: collect_from(lower), lambda: collect_from(every))
+    if fused:  # one compiled loop either way: the k lower targets (and -1 twice) or all 2k
+        targets = tf.where(tf.reduce_all(upper_in_lower), tf.concat([target[:k], tf.fill([k], -1)], 0), target)
+
+        def collect_fused(c, kept):
+            return (kept.write(kept.size(), tf.boolean_mask(c, bin_mask(c, a, b, targets)[1])),)
+
+        values, = fold(v, collect_fused, (tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
+                                                         element_shape=tf.TensorShape([None])),))
+        values = values.concat()
+    else:
+        lower = tf.unstack(target[:k])
+        every = tf.unstack(target)
+        values = tf.cond(tf.reduce_all(upper_in_lower), lambda: collect_from(lower), lambda: collect_from(every))
     part = tf.concat([tf.sort(values), [lo]], 0)  # never empty
     kept_before = tf.cumsum(tf.where(keep_bin, cnt, 0), exclusive=True)
     at = rank - tf.gather(cum - cnt, want) + tf.gather(kept_before, want)
@@ -153,12 +176,38 @@ def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS,
     return tf.where(n > 0, out, float("nan")), (ss if mean is not None else None), zeros
 
 
+def _bin_formula(c, a, b, bins: int):
+    """Each value's bin of :func:`select_quantiles`: zeros to bin ``bins``, the rest to
+    clip(c a - b, 0, bins - 1) rounded down, monotone in c."""
+    return tf.where(tf.equal(c, 0.0), bins, tf.cast(tf.clip_by_value(c * a - b, 0.0, bins - 1.0), tf.int32))
+
+
+def bin_mask_function(bins: int, k: int):
+    """``f(c, a, b, targets) -> (bins of c, whether each bin is one of the k targets)``: the
+    bin formula and the comparisons as one XLA-compiled loop (one pass over the slice), traced
+    once per process, bin count and target count."""
+    key = ("binmask", int(bins), int(k))
+    if key not in _COMPILED:
+        @tf.function(jit_compile=True, input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.float32),
+                                                        tf.TensorSpec([], tf.float32), tf.TensorSpec([k], tf.int32)])
+        def bin_mask(c, a, b, targets):
+            got = _bin_formula(c, a, b, int(bins))
+            mask = tf.equal(got, targets[0])
+            for i in range(1, int(k)):
+                mask = tf.logical_or(mask, tf.equal(got, targets[i]))
+            return got, mask
+
+        _COMPILED[key] = bin_mask
+    return _COMPILED[key]
+
+
 def stat_names(percentiles: Sequence[float]) -> List[str]:
     """The order :func:`summarize` stacks its values in (``saturated_frac`` is separate)."""
     return list(BASE_STATS) + [percentile_name(q) for q in percentiles] + ["zero_frac", "nonfinite_count"]
 
 
-def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
+def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0), fused: bool = False,
+              variance: bool = True) -> tf.Tensor:
     """The statistics of :func:`initsuite.measure.probes.tensor_stats`, same values, stacked in
     :func:`stat_names` order: mean, var (ddof 0), std, percentiles and zero_frac of the
     finite entries (NaN if none), and the count of the others.
@@ -168,6 +217,9 @@ def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
     reductions of the whole tensor (no temporaries), then one chunked pass gives the variance
     (two-pass, E[(x - mean)^2]: sound in float32 for any mean) with the selection's bins and
     the zero and negative counts.
+
+    ``fused``: see :func:`select_quantiles`; ``variance=False`` skips the variance's pass
+    (var and std are NaN) where the caller has the moments already.
     """
     flat = tf.cast(tf.reshape(tf.convert_to_tensor(x), [-1]), tf.float32)  # statistics always in float32
     # A NaN anywhere makes the sum NaN, an infinity makes it +-inf or NaN: a finite sum means a
@@ -178,8 +230,8 @@ def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
         n = tf.size(flat)
         nf = tf.cast(tf.maximum(n, 1), tf.float32)
         mean = total / nf
-        qs, ss, zeros = select_quantiles(flat, n, lo, hi, percentiles, mean=mean)
-        var = ss / nf
+        qs, ss, zeros = select_quantiles(flat, n, lo, hi, percentiles, mean=mean if variance else None, fused=fused)
+        var = ss / nf if variance else tf.constant(float("nan"))
         out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, [tf.cast(zeros, tf.float32) / nf]], 0)
         return tf.concat([tf.where(n > 0, out, float("nan")), [0.0]], 0)
 
@@ -187,8 +239,9 @@ def summarize(x, percentiles: Sequence[float] = (2.0, 50.0, 98.0)) -> tf.Tensor:
         f = Finite(flat)
         nf = tf.cast(tf.maximum(f.n, 1), tf.float32)
         mean = tf.reduce_sum(tf.where(f.mask, flat, 0.0)) / nf
-        var = tf.reduce_sum(tf.where(f.mask, tf.math.squared_difference(flat, mean), 0.0)) / nf
-        qs, _, zeros = select_quantiles(f.up, f.n, f.lo, f.hi, percentiles)  # f.up: -inf and NaN are +inf there
+        var = (tf.reduce_sum(tf.where(f.mask, tf.math.squared_difference(flat, mean), 0.0)) / nf if variance
+               else tf.constant(float("nan")))
+        qs, _, zeros = select_quantiles(f.up, f.n, f.lo, f.hi, percentiles, fused=fused)  # f.up: -inf and NaN are +inf there
         out = tf.concat([tf.stack([mean, var, tf.sqrt(var)]), qs, [tf.cast(zeros, tf.float32) / nf]], 0)
         out = tf.where(f.n > 0, out, float("nan"))
         return tf.concat([out, [tf.cast(f.size - f.n, tf.float32)]], 0)
@@ -213,15 +266,15 @@ def flat32(x):
     return tf.cast(tf.reshape(tf.convert_to_tensor(x), [-1]), tf.float32)
 
 
-def stats_function(percentiles: Sequence[float]):
+def stats_function(percentiles: Sequence[float], fused: bool = False, variance: bool = True):
     """:func:`summarize` as a ``tf.function`` over flat float32 vectors, traced once per
     process and percentile list. The probe calls it for every tensor of every layer: as
     one function its ops are traced once, not once per tensor (tracing them all took
-    longer than a whole small run)."""
-    key = ("stats",) + tuple(float(q) for q in percentiles)
+    longer than a whole small run). ``fused``, ``variance``: as :func:`summarize`'s."""
+    key = ("stats", bool(fused), bool(variance)) + tuple(float(q) for q in percentiles)
     if key not in _COMPILED:
-        qs = key[1:]
-        _COMPILED[key] = tf.function(lambda flat: summarize(flat, qs),
+        qs = key[3:]
+        _COMPILED[key] = tf.function(lambda flat: summarize(flat, qs, fused=fused, variance=variance),
                                      input_signature=[tf.TensorSpec([None], tf.float32)],
                                      experimental_attributes=_NOINLINE)
     return _COMPILED[key]
