@@ -207,6 +207,9 @@ def check(cfg) -> None:
     if OmegaConf.select(cfg, "train.lease_stale_s") <= OmegaConf.select(cfg, "train.lease_heartbeat_s"):
         raise ConfigError(f"train.lease_stale_s must be larger than train.lease_heartbeat_s, got "
                           f"{cfg.train.lease_stale_s} <= {cfg.train.lease_heartbeat_s}")
+    if OmegaConf.select(cfg, "probes.train_quantiles") and OmegaConf.select(cfg, "train.jit_compile"):
+        raise ConfigError(f"probes.train_quantiles=true needs train.jit_compile=false: exact selection keeps a "
+                          f"number of values known only at run time, which XLA cannot compile into the step")
     for q in OmegaConf.select(cfg, "probes.percentiles") or ():
         if not 0 <= q <= 100:
             raise ConfigError(f"probes.percentiles must lie in [0, 100], got {q}")

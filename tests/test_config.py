@@ -64,3 +64,13 @@ def test_a_preset_and_the_debug_scale_need_no_plus():
     both = compose(["experiment=default", "debug=tiny", "model.width=8"])
     assert (both.experiment, both.dataset.name, both.model.width, both.train.eval_every) == ("default", "synthetic",
                                                                                              8, 50)
+
+
+def test_every_statistic_in_the_step_with_xla_fails_before_training_naming_both_keys():
+    from initsuite.config import ConfigError, check
+
+    cfg = compose(["probes.train_quantiles=true", "train.jit_compile=true"])
+    with pytest.raises(ConfigError) as e:
+        check(cfg)
+    assert "probes.train_quantiles" in str(e.value) and "train.jit_compile=false" in str(e.value)
+    check(compose(["probes.train_quantiles=true"]))  # without XLA it passes

@@ -308,6 +308,27 @@ def test_every_kind_of_model_on_arrays_and_tf_data_with_and_without_xla(tmp_path
     assert cfg["train"]["jit_compile"] is jit
 
 
+def test_every_statistic_in_the_step_trains_without_xla_and_says_so(tmp_path):
+    """Exact selection cannot be compiled by XLA: a watch asked for the training batch's
+    percentiles turns the fit's jit_compile off with a warning, and config.yaml records it."""
+    from tensorflow.python.framework import config as tf_config
+
+    out = tmp_path / "q" / "runs" / "jit"
+    deterministic = tf_config.is_op_determinism_enabled()
+    tf_config.disable_op_determinism()  # else Keras itself turns XLA off (see the test above)
+    try:
+        with pytest.warns(UserWarning, match="without XLA"):
+            model, _ = user_script(out, build=sequential, jit=True, train_every=1, train_quantiles=True)
+    finally:
+        if deterministic:
+            tf_config.enable_op_determinism()
+    assert model.jit_compile is False
+    assert __import__("yaml").safe_load((out / "config.yaml").read_text())["train"]["jit_compile"] is False
+    ls = tables(out)["layer_stats"]
+    train = ls[(ls.batch == TRAIN) & (ls.stat == "p50")]
+    assert sorted(train.step.unique()) == list(range(N // 16)) and np.isfinite(train.value).all()
+
+
 @pytest.mark.slow
 def test_mixed_precision_statistics_are_finite_and_close_to_float32(tmp_path):
     """bfloat16 compute, and float16 with its loss scale: the training-batch gradients are the unscaled ones."""

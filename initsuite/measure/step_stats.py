@@ -315,7 +315,10 @@ class StepStats:
                 extra = ACTIVATION_STATS if tensor == "activation" else ()
                 if tensor == "activation" and not intervals:
                     extra = ("zero_frac",)
-                layout.extend((p.name, tensor, st) for st in MOMENTS + extra + tuple(self._qnames))
+                # the update's moments are derived from the gradient's (plain SGD) or its capture: it
+                # gets no percentiles or histogram, which would need it as a tensor of its own
+                qnames = () if tensor == "update" else tuple(self._qnames)
+                layout.extend((p.name, tensor, st) for st in MOMENTS + extra + qnames)
                 if self.hist_bins and tensor != "update":
                     self.hist_keys.append((p.name, tensor))
             if kernel_index.get(p.name) is not None:

@@ -46,6 +46,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -229,6 +230,13 @@ class Watch(keras.callbacks.Callback):
         elif self._optimizer is not model.optimizer:  # compiled again: its optimizer and loss
             self.inst.optimizer = _inner_optimizer(model.optimizer)
             self.inst.loss_fn = _loss_fn(model)
+            retrace = True
+        if self.cfg.probes.train_quantiles and model.jit_compile:
+            # Exact selection keeps a number of values known only at run time: XLA cannot compile it
+            # into the step. config.yaml records the jit_compile the fit used.
+            warnings.warn("initsuite watch: train_quantiles=True trains without XLA (jit_compile=False): "
+                          "exact selection cannot be compiled into the train step", stacklevel=2)
+            model.jit_compile = False
             retrace = True
         if model.__dict__.get("train_step") is not self._bound_step:
             model.train_step = self._bound_step
