@@ -137,16 +137,10 @@ def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS,
     # bin, and zeros, in bin ``bins``, never match.
     target = tf.where(needed, want, -1)
 
-    def collect_from(bins_kept):
-        def collect(c, kept):
-            b = bin_of(c)
-            mask = tf.equal(b, bins_kept[0])
-            for t in bins_kept[1:]:
-                mask = tf.logical_or(mask, tf.equal(b, t))
-            return (kept.write(kept.size(), tf.boolean_mask(c, mask)),)
-
-        kept, = fold(v, collect, (tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
-                                                 element_shape=tf.TensorShape([None])),))
+    def collect(mask_of):  # the values of v where mask_of(slice) is true, slice by slice
+        kept, = fold(v, lambda c, kept: (kept.write(kept.size(), tf.boolean_mask(c, mask_of(c))),),
+                     (tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
+                                     element_shape=tf.TensorShape([None])),))
         return kept.concat()
 
     # Ranks floor(p) and floor(p)+1 lie in one bin unless floor(p) is its bin's last value (about
@@ -156,17 +150,12 @@ def select_quantiles(v, n, lo, hi, qs: Sequence[float], bins: int = SELECT_BINS,
                                    tf.logical_and(needed[:k], tf.equal(want[k:], want[:k])))
     if fused:  # one compiled loop either way: the k lower targets (and -1 twice) or all 2k
         targets = tf.where(tf.reduce_all(upper_in_lower), tf.concat([target[:k], tf.fill([k], -1)], 0), target)
-
-        def collect_fused(c, kept):
-            return (kept.write(kept.size(), tf.boolean_mask(c, bin_mask(c, a, b, targets)[1])),)
-
-        values, = fold(v, collect_fused, (tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
-                                                         element_shape=tf.TensorShape([None])),))
-        values = values.concat()
+        values = collect(lambda c: bin_mask(c, a, b, targets)[1])
     else:
         lower = tf.unstack(target[:k])
         every = tf.unstack(target)
-        values = tf.cond(tf.reduce_all(upper_in_lower), lambda: collect_from(lower), lambda: collect_from(every))
+        values = tf.cond(tf.reduce_all(upper_in_lower), lambda: collect(lambda c: _in_bins(bin_of(c), lower)),
+                         lambda: collect(lambda c: _in_bins(bin_of(c), every)))
     part = tf.concat([tf.sort(values), [lo]], 0)  # never empty
     kept_before = tf.cumsum(tf.where(keep_bin, cnt, 0), exclusive=True)
     at = rank - tf.gather(cum - cnt, want) + tf.gather(kept_before, want)
@@ -182,6 +171,15 @@ def _bin_formula(c, a, b, bins: int):
     return tf.where(tf.equal(c, 0.0), bins, tf.cast(tf.clip_by_value(c * a - b, 0.0, bins - 1.0), tf.int32))
 
 
+def _in_bins(b, targets):
+    """Whether each bin number of ``b`` is one of the scalar ``targets``: one comparison per
+    target (a per-value gather from a table of kept bins cost twice as much)."""
+    mask = tf.equal(b, targets[0])
+    for t in targets[1:]:
+        mask = tf.logical_or(mask, tf.equal(b, t))
+    return mask
+
+
 def bin_mask_function(bins: int, k: int):
     """``f(c, a, b, targets) -> (bins of c, whether each bin is one of the k targets)``: the
     bin formula and the comparisons as one XLA-compiled loop (one pass over the slice), traced
@@ -192,10 +190,7 @@ def bin_mask_function(bins: int, k: int):
                                                         tf.TensorSpec([], tf.float32), tf.TensorSpec([k], tf.int32)])
         def bin_mask(c, a, b, targets):
             got = _bin_formula(c, a, b, int(bins))
-            mask = tf.equal(got, targets[0])
-            for i in range(1, int(k)):
-                mask = tf.logical_or(mask, tf.equal(got, targets[i]))
-            return got, mask
+            return got, _in_bins(got, [targets[i] for i in range(int(k))])
 
         _COMPILED[key] = bin_mask
     return _COMPILED[key]
