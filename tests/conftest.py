@@ -17,3 +17,13 @@ def make_cfg(tmp_path):
 
 
 TINY = ["debug=tiny"]  # conf/debug/tiny.yaml: generated data, a 3 x 32 MLP, probes every 4 steps
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Modules with the most end-to-end (``slow``) tests first, each module's tests kept together and
+    in order: with two xdist workers, a multi-minute test started last would leave the other worker
+    idle for minutes at the end of the suite."""
+    slow = {}
+    for item in items:
+        slow[item.module.__name__] = slow.get(item.module.__name__, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.module.__name__])

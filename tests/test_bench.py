@@ -105,6 +105,10 @@ def test_cases_parse_and_bad_ones_are_refused():
     assert [c.name for c in bench.default_cases()] == ["mlp_b10", "mlp_b128", "cnn_b10", "cnn_b128"]
     with pytest.raises(ValueError, match="rnn_b10"):
         bench.parse_cases("rnn_b10")
+    # windows of at least WINDOW_EXAMPLES examples by default: 400 steps at batch 10, 100 at 128
+    assert bench.Case("mlp", 10).window("keras_fit") == -(-bench.WINDOW_EXAMPLES // 10) > 100
+    assert bench.Case("cnn", 128).window("initsuite_moments") == 100
+    assert bench.parse_cases("mlp_b10", steps=30)[0].window("keras_fit") == 30
     case = bench.Case("mlp", 10, steps=100, all_steps=7)
     over = bench.variant_overrides(case, "initsuite_all")
     total = bench.WARMUP + 7

@@ -83,6 +83,24 @@ def test_fixed_points():
     assert theory.fixed_point("relu", 2.0, q0=3.0) == pytest.approx(3.0)  # every q is fixed
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu", "softsign", "elu"])
+def test_fixed_point_and_chi1_over_a_grid_equal_their_pointwise_values(activation):
+    # the phase diagram's grid in one call: each cell as the scalar call gives it (0, inf and the
+    # bisected crossings alike), and each bisected q* a fixed point of the q-map
+    sw, sb = np.meshgrid(np.geomspace(0.1, 6.0, 17), [0.0, 0.01, 0.3])
+    for bias in (0.0, 0.1):
+        q = theory.fixed_point(activation, sw, sb, bias=bias)
+        chi = theory.chi1(activation, sw, sb, bias=bias)
+        assert q.shape == chi.shape == sw.shape
+        for i, j in np.ndindex(sw.shape):
+            assert q[i, j] == theory.fixed_point(activation, float(sw[i, j]), float(sb[i, j]), bias=bias)
+            assert chi[i, j] == theory.chi1(activation, float(sw[i, j]), float(sb[i, j]), bias=bias)
+        inner = np.isfinite(q) & (q > 0)
+        assert inner.any()
+        got = theory.qmap(activation, sw[inner], sb[inner], q[inner], bias=bias)
+        assert np.allclose(got, q[inner], rtol=1e-6)
+
+
 def test_depth_scale_and_trainable_depth():
     mf = theory.mean_field("tanh", 0.5)
     assert mf.xi_c == pytest.approx(-1 / math.log(mf.chi1), rel=1e-6)  # ordered: xi_c = -1/log chi_1

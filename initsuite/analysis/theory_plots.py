@@ -239,7 +239,7 @@ def phase_diagram(tables: Optional[Mapping[str, pd.DataFrame]] = None, activatio
         sb_hi = max(0.5, 1.5 * float((sel.bias ** 2).max()) if len(sel) else 0.0)
         sw = np.geomspace(0.1, sw_hi, resolution)
         sb = np.linspace(0.0, sb_hi, max(resolution // 2, 6))
-        chi = np.array([[theory.chi1(act, w, b) for w in sw] for b in sb])
+        chi = theory.chi1(act, sw[None, :], sb[:, None])  # [sigma_b^2, sigma_w^2], one vectorised pass
         logchi = np.log(np.clip(chi, 1e-6, None))
         lim = max(float(np.nanmax(np.abs(logchi))), 1e-3)
         ax.grid(False)

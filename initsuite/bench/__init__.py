@@ -23,7 +23,8 @@ model with the same optimizer (plain SGD), loss, batch size and ``tf.data`` stre
 Method.
 
 * Throughput: every variant is built and traced first (tracing is excluded), then timed
-  over windows of ``steps`` training steps taken from the middle of a call (``WARMUP``
+  over windows of ``Case.window`` training steps (100, or at least ``WINDOW_EXAMPLES``
+  examples at small batch sizes) taken from the middle of a call (``WARMUP``
   steps in, so iterator start-up is excluded too): initsuite's own loop
   (``Trainer.fit`` with a :class:`StepClock` step callback) and ``model.fit`` with a callback clock.
   Both clocks first wait for the device to finish the queued steps. Windows run
@@ -119,14 +120,19 @@ SWEEP_RUN = [  # one small sweep run (a few seconds)
 ]
 
 
+WINDOW_EXAMPLES = 4000  # a timed window holds at least this many examples (400 steps at batch 10)
+
+
 @dataclass(frozen=True)
 class Case:
-    """One model at one batch size; ``steps`` per timed window (``all_steps`` for
-    ``initsuite_all``, whose every step is a probe)."""
+    """One model at one batch size; ``steps`` per timed window (default: 100, or enough steps for
+    WINDOW_EXAMPLES examples at small batches, where 100 steps of the MLP last about a second and
+    a shared machine's hiccups would decide the ratio), ``all_steps`` for ``initsuite_all``,
+    whose every step is a probe."""
 
     model: str
     batch_size: int
-    steps: int = 100
+    steps: Optional[int] = None
     all_steps: int = 20
 
     @property
@@ -134,7 +140,9 @@ class Case:
         return f"{self.model}_b{self.batch_size}"
 
     def window(self, variant: str) -> int:
-        return self.all_steps if variant == "initsuite_all" else self.steps
+        if variant == "initsuite_all":
+            return self.all_steps
+        return int(self.steps) if self.steps else max(100, -(-WINDOW_EXAMPLES // self.batch_size))
 
 
 def default_cases(quick: bool = False) -> List[Case]:
@@ -143,7 +151,7 @@ def default_cases(quick: bool = False) -> List[Case]:
     return [Case(m, b) for m in models for b in (10, 128)]
 
 
-def parse_cases(text: str, steps: int = 100) -> List[Case]:
+def parse_cases(text: str, steps: Optional[int] = None) -> List[Case]:
     """"mlp_b10,cnn_b128" -> cases; a name that is not <model>_b<batch size> raises ValueError."""
     cases = []
     for name in (w.strip() for w in text.split(",")):
@@ -958,7 +966,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    help="the MLP cases, one repetition, no memory processes: a smoke test, not a measurement")
     p.add_argument("--reps", type=int, default=None, help="interleaved repetitions per case (default 3; quick 1)")
     p.add_argument("--cases", default=None, help="comma list like mlp_b10,cnn_b128 (default: mlp and cnn at 10 and 128)")
-    p.add_argument("--steps", type=int, default=100, help="steps per timed window")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"steps per timed window (default: 100, at least {WINDOW_EXAMPLES} examples)")
     p.add_argument("--variants", default=None, help=f"comma list of variants (default: all of {', '.join(VARIANTS)}); "
                                                      f"{BASELINE} is always included")
     p.add_argument("--out", default="results/bench", help="output folder")

@@ -58,8 +58,10 @@ from initsuite.measure.summaries import (  # noqa: F401  (re-exported: the probe
     stats_function, summarize)
 
 HIST_TENSORS = ("activation", "preactivation", "backprop_grad", "weight_grad")
-# The measurement code is the suite's own: its control flow is explicit tf.cond, so autograph need
-# not convert it (converting it took most of a run's tracing time); the model's call still is.
+# No tf.function here is converted by autograph (autograph=False, do_not_convert): the measurement's
+# control flow is explicit tf.cond / tf.while_loop, and Keras 3's own model.fit traces its step
+# with do_not_convert too (keras/src/backend/tensorflow/trainer.py), so a model that trains under
+# fit traces the same way here. Converting took a quarter of a small run's time, once per process.
 NOT_CONVERTED = tf.autograph.experimental.do_not_convert
 
 
@@ -152,18 +154,18 @@ class Instrument:
                 hist_bins=self.hist_bins if cfg.probes.get("train_quantiles", False) else 0)
         jit = bool(cfg.train.jit_compile)
         self._train = {
-            r: tf.function(lambda x, y, s, r=r: self._train_step(x, y, s, r), jit_compile=jit) for r in (False, True)}
+            r: tf.function(lambda x, y, s, r=r: self._train_step(x, y, s, r), jit_compile=jit, autograph=False) for r in (False, True)}
         # The batch taken from the iterator inside the graph, as model.fit does: no Python-side
         # tensors per step. An outer function, because XLA cannot compile the iterator op.
-        self._train_on = {r: tf.function(lambda it, s, r=r: self._train[r](*next(it), s)) for r in (False, True)}
+        self._train_on = {r: tf.function(lambda it, s, r=r: self._train[r](*next(it), s), autograph=False) for r in (False, True)}
         self._probe = {
-            False: tf.function(lambda x, y: self._probe_step(x, y, False)),
-            True: tf.function(lambda x, y: self._probe_step(x, y, True)),
+            False: tf.function(lambda x, y: self._probe_step(x, y, False), autograph=False),
+            True: tf.function(lambda x, y: self._probe_step(x, y, True), autograph=False),
         }
-        self._hist = tf.function(self._hist_step)
+        self._hist = tf.function(self._hist_step, autograph=False)
         shape = [None] + [int(d) for d in self.model.inputs[0].shape[1:]] if getattr(self.model, "inputs", None) else None
         sig = [tf.TensorSpec(shape, tf.float32), tf.TensorSpec([None], tf.int64)] if shape else None
-        self._eval = tf.function(self._eval_batch, input_signature=sig, reduce_retracing=sig is None)
+        self._eval = tf.function(self._eval_batch, input_signature=sig, reduce_retracing=sig is None, autograph=False)
 
     # -- helpers --------------------------------------------------------------------------
     def _grad_key(self, p) -> Tuple[str, str]:

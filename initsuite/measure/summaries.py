@@ -186,8 +186,9 @@ def bin_mask_function(bins: int, k: int):
     once per process, bin count and target count."""
     key = ("binmask", int(bins), int(k))
     if key not in _COMPILED:
-        @tf.function(jit_compile=True, input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.float32),
-                                                        tf.TensorSpec([], tf.float32), tf.TensorSpec([k], tf.int32)])
+        @tf.function(jit_compile=True, autograph=False,
+                     input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.float32),
+                                      tf.TensorSpec([], tf.float32), tf.TensorSpec([k], tf.int32)])
         def bin_mask(c, a, b, targets):
             got = _bin_formula(c, a, b, int(bins))
             return got, _in_bins(got, [targets[i] for i in range(int(k))])
@@ -271,7 +272,7 @@ def stats_function(percentiles: Sequence[float], fused: bool = False, variance: 
         qs = key[3:]
         _COMPILED[key] = tf.function(lambda flat: summarize(flat, qs, fused=fused, variance=variance),
                                      input_signature=[tf.TensorSpec([None], tf.float32)],
-                                     experimental_attributes=_NOINLINE)
+                                     experimental_attributes=_NOINLINE, autograph=False)
     return _COMPILED[key]
 
 
@@ -282,7 +283,7 @@ def histogram_function(bins: int):
     if key not in _COMPILED:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.float32),
                                       tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.bool)],
-                     experimental_attributes=_NOINLINE)
+                     experimental_attributes=_NOINLINE, autograph=False)
         def hist(flat, lo, hi, finite):
             edges = tf.stack([lo, hi])
 

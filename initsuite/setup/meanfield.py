@@ -133,51 +133,73 @@ def _bisect(f: Callable[[float], float], lo: float, hi: float, iters: int = 80) 
     return math.sqrt(lo * hi)
 
 
-def fixed_point(activation: ActivationLike, sigma_w2: float, sigma_b2: float = 0.0, bias: float = 0.0,
-                alpha: Optional[float] = None, q0: float = 1.0) -> float:
+def fixed_point(activation: ActivationLike, sigma_w2, sigma_b2=0.0, bias: float = 0.0,
+                alpha: Optional[float] = None, q0: float = 1.0):
     """The fixed point q* = qmap(q*) that iterating the q-map from ``q0`` converges to.
 
     Returns 0.0 when the signal dies out (tanh with sigma_w^2 <= 1, sigma_b = 0, b = 0), ``inf``
     when it grows without bound (ReLU with sigma_w^2 > 2), and ``q0`` itself when every q is a
     fixed point (ReLU at exactly sigma_w^2 = 2). Found by scanning g(q) = qmap(q) - q on a log
     grid in the direction the map moves from q0, then bisecting the first crossing.
+    Vectorised over (broadcast) ``sigma_w2`` and ``sigma_b2``: a float for scalars, else an array.
     """
+    phi, _ = _fns(activation, alpha)
+    sw, sb = np.broadcast_arrays(np.asarray(sigma_w2, dtype=np.float64), np.asarray(sigma_b2, dtype=np.float64))
+    shape, sw, sb = sw.shape, sw.reshape(-1, 1), sb.reshape(-1, 1)
     q0 = float(np.clip(q0, Q_FLOOR, Q_CEIL))
     grid = np.union1d(np.geomspace(Q_FLOOR, Q_CEIL, 241), [q0])
-
-    def g_of(q):
-        q = np.asarray(q, dtype=np.float64)
-        g = qmap(activation, sigma_w2, sigma_b2, q, bias, alpha) - q
-        return np.where(np.abs(g) <= 1e-6 * q, 0.0, g)  # a neutral map (ReLU at 2), up to float noise
-
-    g = g_of(grid)
+    # E[phi(u)^2] depends on q and the bias only: one quadrature per grid point serves every (sigma_w2, sigma_b2)
+    g = sw * gaussian_mean(lambda u: phi(u) ** 2, grid, bias) + sb - grid
+    g = np.where(np.abs(g) <= 1e-6 * grid, 0.0, g)  # a neutral map (ReLU at 2), up to float noise
     i0 = int(np.searchsorted(grid, q0))
-    if g[i0] == 0.0:
-        return q0
-    g_scalar = lambda q: float(qmap(activation, sigma_w2, sigma_b2, q, bias, alpha)) - q
-    if g[i0] > 0:  # the map pushes q up: first crossing above q0, else unbounded
-        for j in range(i0 + 1, len(grid)):
-            if g[j] <= 0:
-                return float(grid[j]) if g[j] == 0 else _bisect(g_scalar, grid[j - 1], grid[j])
-        return math.inf
-    for j in range(i0 - 1, 0, -1):  # pushed down: first crossing below q0, else dies out
-        if g[j] >= 0:
-            return float(grid[j]) if g[j] == 0 else _bisect(g_scalar, grid[j], grid[j + 1])
-    return 0.0
+    out = np.full(len(g), q0)
+    lo, hi = np.full(len(g), np.nan), np.full(len(g), np.nan)
+    up, down = g[:, i0] > 0, g[:, i0] < 0
+    # the map pushes q up: the first crossing above q0, else unbounded
+    above = g[:, i0 + 1:] <= 0
+    j = i0 + 1 + (np.argmax(above, axis=1) if above.shape[1] else np.zeros(len(g), int))
+    cross = up & above.any(axis=1)
+    out[up & ~cross] = math.inf
+    exact = cross & (g[np.arange(len(g)), np.minimum(j, len(grid) - 1)] == 0)
+    out[exact] = grid[j[exact]]
+    lo[cross & ~exact], hi[cross & ~exact] = grid[j[cross & ~exact] - 1], grid[j[cross & ~exact]]
+    # pushed down: the first crossing below q0 (grid points i0-1 .. 1), else the signal dies out
+    below = g[:, i0 - 1:0:-1] >= 0 if i0 > 1 else np.zeros((len(g), 0), bool)
+    j = i0 - 1 - np.argmax(below, axis=1) if below.shape[1] else np.zeros(len(g), int)
+    cross = down & below.any(axis=1)
+    out[down & ~cross] = 0.0
+    exact = cross & (g[np.arange(len(g)), j] == 0)
+    out[exact] = grid[j[exact]]
+    lo[cross & ~exact], hi[cross & ~exact] = grid[j[cross & ~exact]], grid[j[cross & ~exact] + 1]
+    todo = ~np.isnan(lo)
+    if todo.any():  # bisection on a log scale, every point at once
+        w, b = sw[todo, 0], sb[todo, 0]
+        f = lambda q: w * gaussian_mean(lambda u: phi(u) ** 2, q, bias) + b - q
+        a, c = lo[todo], hi[todo]
+        fa = f(a)
+        for _ in range(80):
+            mid = np.sqrt(a * c)
+            fm = f(mid)
+            same = (fm > 0) == (fa > 0)
+            a, fa, c = np.where(same, mid, a), np.where(same, fm, fa), np.where(same, c, mid)
+        out[todo] = np.sqrt(a * c)
+    return float(out[0]) if not shape else out.reshape(shape)
 
 
-def chi1(activation: ActivationLike, sigma_w2: float, sigma_b2: float = 0.0, bias: float = 0.0,
-         alpha: Optional[float] = None, q: Optional[float] = None) -> float:
+def chi1(activation: ActivationLike, sigma_w2, sigma_b2=0.0, bias: float = 0.0,
+         alpha: Optional[float] = None, q=None):
     """chi_1 = sigma_w^2 E_z[phi'(b + sqrt(q) z)^2] at q (default: the fixed point q*).
 
     The per-layer factor by which back-propagated gradients' variance grows (> 1) or shrinks (< 1)
-    at equal widths. q = 0 or inf are evaluated at Q_FLOOR / Q_CEIL, their limits.
+    at equal widths. q = 0 or inf are evaluated at Q_FLOOR / Q_CEIL, their limits. Vectorised like
+    :func:`fixed_point`: a float for scalars, else an array.
     """
     if q is None:
         q = fixed_point(activation, sigma_w2, sigma_b2, bias, alpha)
     _, dphi = _fns(activation, alpha)
-    q = float(np.clip(q, Q_FLOOR, Q_CEIL))
-    return float(sigma_w2 * gaussian_mean(lambda u: dphi(u) ** 2, q, bias))
+    q = np.clip(np.asarray(q, dtype=np.float64), Q_FLOOR, Q_CEIL)
+    out = np.asarray(sigma_w2, dtype=np.float64) * gaussian_mean(lambda u: dphi(u) ** 2, q, bias)
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def _pair_mean(f1: Callable, f2: Callable, q: float, c: float, bias: float) -> float:
