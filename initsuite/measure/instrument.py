@@ -153,11 +153,12 @@ class Instrument:
                 quantiles=self.percentiles if cfg.probes.get("train_quantiles", False) else (),
                 hist_bins=self.hist_bins if cfg.probes.get("train_quantiles", False) else 0)
         jit = bool(cfg.train.jit_compile)
-        self._train = {
-            r: tf.function(lambda x, y, s, r=r: self._train_step(x, y, s, r), jit_compile=jit, autograph=False) for r in (False, True)}
+        self._train = {r: tf.function(lambda x, y, s, r=r: self._train_step(x, y, s, r), jit_compile=jit, autograph=False)
+                       for r in (False, True)}
         # The batch taken from the iterator inside the graph, as model.fit does: no Python-side
         # tensors per step. An outer function, because XLA cannot compile the iterator op.
-        self._train_on = {r: tf.function(lambda it, s, r=r: self._train[r](*next(it), s), autograph=False) for r in (False, True)}
+        self._train_on = {r: tf.function(lambda it, s, r=r: self._train[r](*next(it), s), autograph=False)
+                          for r in (False, True)}
         self._probe = {
             False: tf.function(lambda x, y: self._probe_step(x, y, False), autograph=False),
             True: tf.function(lambda x, y: self._probe_step(x, y, True), autograph=False),

@@ -120,17 +120,16 @@ def qmap(activation: ActivationLike, sigma_w2, sigma_b2, q, bias=0.0, alpha: Opt
     return sigma_w2 * gaussian_mean(lambda u: phi(u) ** 2, q, bias) + sigma_b2
 
 
-def _bisect(f: Callable[[float], float], lo: float, hi: float, iters: int = 80) -> float:
-    """Root of f in [lo, hi] (f(lo), f(hi) of opposite signs), bisected on a log scale."""
+def _bisect(f: Callable, lo, hi, iters: int = 80):
+    """Root of f in [lo, hi] (f(lo), f(hi) of opposite signs), bisected on a log scale; elementwise
+    over arrays of brackets (f vectorised)."""
     flo = f(lo)
     for _ in range(iters):
-        mid = math.sqrt(lo * hi)
+        mid = np.sqrt(lo * hi)
         fm = f(mid)
-        if (fm > 0) == (flo > 0):
-            lo, flo = mid, fm
-        else:
-            hi = mid
-    return math.sqrt(lo * hi)
+        same = (fm > 0) == (flo > 0)
+        lo, flo, hi = np.where(same, mid, lo), np.where(same, fm, flo), np.where(same, hi, mid)
+    return np.sqrt(lo * hi)
 
 
 def fixed_point(activation: ActivationLike, sigma_w2, sigma_b2=0.0, bias: float = 0.0,
@@ -143,46 +142,31 @@ def fixed_point(activation: ActivationLike, sigma_w2, sigma_b2=0.0, bias: float 
     grid in the direction the map moves from q0, then bisecting the first crossing.
     Vectorised over (broadcast) ``sigma_w2`` and ``sigma_b2``: a float for scalars, else an array.
     """
-    phi, _ = _fns(activation, alpha)
     sw, sb = np.broadcast_arrays(np.asarray(sigma_w2, dtype=np.float64), np.asarray(sigma_b2, dtype=np.float64))
     shape, sw, sb = sw.shape, sw.reshape(-1, 1), sb.reshape(-1, 1)
     q0 = float(np.clip(q0, Q_FLOOR, Q_CEIL))
     grid = np.union1d(np.geomspace(Q_FLOOR, Q_CEIL, 241), [q0])
-    # E[phi(u)^2] depends on q and the bias only: one quadrature per grid point serves every (sigma_w2, sigma_b2)
-    g = sw * gaussian_mean(lambda u: phi(u) ** 2, grid, bias) + sb - grid
+    # rows: the (sigma_w2, sigma_b2) points; the q-map's quadrature runs once per grid point for all rows
+    g = qmap(activation, sw, sb, grid, bias, alpha) - grid
     g = np.where(np.abs(g) <= 1e-6 * grid, 0.0, g)  # a neutral map (ReLU at 2), up to float noise
     i0 = int(np.searchsorted(grid, q0))
-    out = np.full(len(g), q0)
-    lo, hi = np.full(len(g), np.nan), np.full(len(g), np.nan)
-    up, down = g[:, i0] > 0, g[:, i0] < 0
-    # the map pushes q up: the first crossing above q0, else unbounded
-    above = g[:, i0 + 1:] <= 0
-    j = i0 + 1 + (np.argmax(above, axis=1) if above.shape[1] else np.zeros(len(g), int))
-    cross = up & above.any(axis=1)
-    out[up & ~cross] = math.inf
-    exact = cross & (g[np.arange(len(g)), np.minimum(j, len(grid) - 1)] == 0)
-    out[exact] = grid[j[exact]]
-    lo[cross & ~exact], hi[cross & ~exact] = grid[j[cross & ~exact] - 1], grid[j[cross & ~exact]]
-    # pushed down: the first crossing below q0 (grid points i0-1 .. 1), else the signal dies out
-    below = g[:, i0 - 1:0:-1] >= 0 if i0 > 1 else np.zeros((len(g), 0), bool)
-    j = i0 - 1 - np.argmax(below, axis=1) if below.shape[1] else np.zeros(len(g), int)
-    cross = down & below.any(axis=1)
-    out[down & ~cross] = 0.0
-    exact = cross & (g[np.arange(len(g)), j] == 0)
-    out[exact] = grid[j[exact]]
-    lo[cross & ~exact], hi[cross & ~exact] = grid[j[cross & ~exact]], grid[j[cross & ~exact] + 1]
+    rows = np.arange(len(g))
+    out, lo, hi = np.full(len(g), q0), np.full(len(g), np.nan), np.full(len(g), np.nan)
+    # pushed up: the first crossing above q0, else unbounded; pushed down: the first crossing
+    # below q0 (grid points i0-1 .. 1), else the signal dies out. `side`: the bracket's other end.
+    for pushed, hit, js, side, beyond in ((g[:, i0] > 0, g <= 0, np.arange(i0 + 1, len(grid)), -1, math.inf),
+                                          (g[:, i0] < 0, g >= 0, np.arange(i0 - 1, 0, -1), 1, 0.0)):
+        j = js[np.argmax(hit[:, js], axis=1)] if len(js) else np.zeros(len(g), int)
+        found = hit[:, js].any(axis=1) if len(js) else np.zeros(len(g), bool)
+        out[pushed & ~found] = beyond
+        on = pushed & found & (g[rows, j] == 0)
+        out[on] = grid[j[on]]
+        cross = pushed & found & ~on
+        lo[cross], hi[cross] = grid[np.minimum(j, j + side)[cross]], grid[np.maximum(j, j + side)[cross]]
     todo = ~np.isnan(lo)
-    if todo.any():  # bisection on a log scale, every point at once
-        w, b = sw[todo, 0], sb[todo, 0]
-        f = lambda q: w * gaussian_mean(lambda u: phi(u) ** 2, q, bias) + b - q
-        a, c = lo[todo], hi[todo]
-        fa = f(a)
-        for _ in range(80):
-            mid = np.sqrt(a * c)
-            fm = f(mid)
-            same = (fm > 0) == (fa > 0)
-            a, fa, c = np.where(same, mid, a), np.where(same, fm, fa), np.where(same, c, mid)
-        out[todo] = np.sqrt(a * c)
+    if todo.any():  # every row's bisection at once
+        w, b = sw[todo], sb[todo, 0]
+        out[todo] = _bisect(lambda q: qmap(activation, w[:, 0], b, q, bias, alpha) - q, lo[todo], hi[todo])
     return float(out[0]) if not shape else out.reshape(shape)
 
 
@@ -324,7 +308,7 @@ def critical_sigma_w2(activation: ActivationLike, sigma_b2: float = 0.0, bias: f
     values = [f(s) for s in grid]
     for j in range(1, len(grid)):
         if values[j - 1] < 0 <= values[j]:
-            return _bisect(f, grid[j - 1], grid[j])
+            return float(_bisect(f, grid[j - 1], grid[j]))
     name = activation if isinstance(activation, str) else activation.name
     raise ValueError(f"no sigma_w^2 in [{lo:g}, {hi:g}] puts {name} at chi_1 = 1 "
                      f"(sigma_b^2 = {sigma_b2:g}, bias = {bias:g})")
